@@ -1,0 +1,20 @@
+// The thread-local message behind bnb_last_error().
+#ifndef BNB_COMMON_ERRORS_H
+#define BNB_COMMON_ERRORS_H
+
+namespace bnb {
+
+// Records a printf-style message for this thread and returns status, so callers can write
+// `return fail(BNB_ERROR_..., "...", ...);`.
+int fail(int status, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+// The message of this thread's last failure, "" when none.
+const char *last_error();
+
+}  // namespace bnb
+
+#endif

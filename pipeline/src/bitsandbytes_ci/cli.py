@@ -1,0 +1,166 @@
+"""`bnb-ci`: the pipeline's verbs on the host, with the same names and options as the Dagger functions.
+
+This module parses arguments, loads the matrix, plans the selected jobs and hands an `Invocation` to
+the handler registered for the verb in `HANDLERS`. `plan` is handled here; the build, wheel, audit and
+release verbs belong to the host executor, which registers its functions in the same table. This is the
+only module of the package that reads os.environ; everything else receives `env` explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import NotAvailableError, PipelineError
+from .listing import format_table, jobs_json
+from .matrix import Matrix, load_matrix
+from .plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
+
+MATRIX_ENV = "BNB_CI_MATRIX"
+"""Environment variable naming a matrix file to use instead of the built-in one (--matrix wins)."""
+
+DEFAULT_OUT = "bnb-out"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Everything a verb's handler needs: the parsed options and the jobs planned for them."""
+
+    verb: str
+    matrix: Matrix
+    selection: Selection
+    jobs: list[Job]
+    wheels: list[WheelJob]
+    options: Mapping[str, Any]
+    env: Mapping[str, str]
+    stdout: TextIO = field(repr=False)
+
+
+Handler = Callable[[Invocation], int]
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A verb: its help text, which family it builds (None: all), and the option naming its version."""
+
+    help: str
+    family: str | None = None
+    version_option: str | None = None
+    options: tuple[str, ...] = ()
+
+
+VERBS: dict[str, Verb] = {
+    "plan": Verb("list the jobs the matrix yields for a selection", options=("select", "json")),
+    "build-cpu": Verb("build the CPU library per platform", family="cpu", options=("out",)),
+    "build-cuda": Verb("build the CUDA libraries", family="cuda", version_option="--cuda-version", options=("out",)),
+    "build-rocm": Verb("build the ROCm libraries", family="rocm", version_option="--rocm-version", options=("out",)),
+    "build-xpu": Verb("build the Intel XPU (SYCL) libraries", family="xpu", version_option="--oneapi-version", options=("out",)),
+    "build-wheels": Verb("pack one wheel per platform from built libraries", options=("out", "libs")),
+    "audit-wheels": Verb("check wheels against the plan (platform tag, libraries, arch lists)", options=("wheels", "out")),
+    "build-all": Verb("build every library, then the wheels, then audit them", options=("select", "out")),
+    "pre-release": Verb("publish the wheels as the rolling pre-release", options=("wheels",)),
+    "publish": Verb("upload the wheels to the package index", options=("wheels",)),
+}
+
+
+def _not_available(invocation: Invocation) -> int:
+    msg = (
+        f"`bnb-ci {invocation.verb}` has no executor in this installation yet; "
+        f"`bnb-ci plan` shows the {len(invocation.jobs)} job(s) it would run"
+    )
+    raise NotAvailableError(msg)
+
+
+def run_plan(invocation: Invocation) -> int:
+    out = invocation.stdout
+    if invocation.options.get("json"):
+        json.dump(jobs_json(invocation.jobs), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(format_table(invocation.jobs, invocation.wheels) + "\n")
+    return 0
+
+
+HANDLERS: dict[str, Handler] = {verb: _not_available for verb in VERBS} | {"plan": run_plan}
+"""verb -> function; the host executor replaces the entries it implements."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bnb-ci", description="Build, audit and release bitsandbytes wheels from the support matrix.")
+    parser.add_argument("--matrix", type=Path, help=f"support matrix file (default: the built-in one, or ${MATRIX_ENV})")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, verb in VERBS.items():
+        sub = verbs.add_parser(name, help=verb.help, description=verb.help)
+        sub.add_argument("--platform", action="append", default=[], metavar="ID", help="platform id; repeat for several (default: all)")
+        sub.add_argument("--archs", metavar="LIST", help='GPU arch list replacing the matrix\'s, e.g. "75;90" or "gfx942" (checked against the toolkit)')
+        if verb.version_option:
+            sub.add_argument(verb.version_option, dest="version", metavar="V", help="toolkit version, exact or leading part, e.g. 12.8 (default: all)")
+        if "select" in verb.options:
+            sub.add_argument("--backend", action="append", default=[], metavar="NAME", help="cpu, cuda, rocm (hip), xpu; repeat for several (default: all)")
+            sub.add_argument("--version", dest="versions", action="append", default=[], metavar="V", help="toolkit version; repeat for several (default: all)")
+        if "json" in verb.options:
+            sub.add_argument("--json", action="store_true", help="print the jobs as JSON")
+        if "out" in verb.options:
+            sub.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
+        if "libs" in verb.options:
+            sub.add_argument("--libs", type=Path, metavar="DIR", help="directory of built libraries (default: the --out directory)")
+        if "wheels" in verb.options:
+            sub.add_argument("--wheels", type=Path, default=Path(DEFAULT_OUT) / "wheels", metavar="DIR", help="directory of wheels")
+    return parser
+
+
+def selection_for(verb_name: str, args: argparse.Namespace) -> Selection:
+    """The plan selection a verb's options describe."""
+    verb = VERBS[verb_name]
+    backends = [verb.family] if verb.family else list(getattr(args, "backend", []))
+    versions = list(getattr(args, "versions", []))
+    if getattr(args, "version", None):
+        versions.append(args.version)
+    return Selection(backends=tuple(backends), versions=tuple(versions), platforms=tuple(args.platform), archs=args.archs)
+
+
+def main_inner(
+    argv: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+) -> int:
+    """Parse, plan, dispatch; raises PipelineError (tests call this directly)."""
+    env = dict(os.environ) if env is None else env
+    args = build_parser().parse_args(argv)
+    matrix_path = args.matrix or env.get(MATRIX_ENV) or None
+    matrix = load_matrix(matrix_path)
+    selection = selection_for(args.verb, args)
+    jobs = plan_jobs(matrix, selection)
+    options = {k: v for k, v in vars(args).items() if k not in {"verb", "matrix", "platform", "archs", "backend", "version", "versions"}}
+    invocation = Invocation(
+        verb=args.verb,
+        matrix=matrix,
+        selection=selection,
+        jobs=jobs,
+        wheels=plan_wheels(matrix, jobs),
+        options=options,
+        env=env,
+        stdout=stdout or sys.stdout,
+    )
+    return (handlers or HANDLERS)[args.verb](invocation)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: prints a PipelineError and returns its exit code."""
+    try:
+        return main_inner(argv)
+    except PipelineError as e:
+        print(f"bnb-ci: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Matrix -> jobs. Pure: nothing here runs anything, reads the environment or touches files.
+
+Glossary
+- matrix: the validated support table (matrix.toml, loaded by `matrix.load_matrix`): platforms,
+  toolkit families (cpu, cuda, rocm, xpu) with their versions, GPU arch rules and images.
+- job: one unit of work with everything needed to run it: `Job` builds one native library for one
+  (family, version, platform); `WheelJob` packs one platform's libraries into a wheel. A job's `id`
+  names it everywhere: selection, cache volumes, artefact paths, logs.
+- step: the program a job runs, `python3 -m bnb_build <step> ...` (docs/contracts.md). Its argv is
+  computed here (`Job.native_argv`, `WheelJob.wheel_argv`, `audit_argv`) and is byte-identical on the
+  host and in a container; the executor only chooses where to run it.
+- artefact: what a job leaves under its output directory: `<out>/<os>/<arch>/<library>` plus
+  `<library>.build-info.json` for a build job, a `.whl` for a wheel job.
+
+Worked example: CUDA 12.8 for Linux aarch64.
+
+    >>> from bitsandbytes_ci.matrix import load_matrix
+    >>> matrix = load_matrix()
+    >>> [job] = plan_jobs(matrix, Selection(backends=("cuda",), versions=("12.8",), platforms=("linux-aarch64",)))
+    >>> job.id, job.version, job.image, job.runner, job.dagger_platform
+    ('cuda128-linux-aarch64', '12.8.1', 'nvidia/cuda:12.8.1-devel-rockylinux8', 'container', 'linux/arm64')
+    >>> job.archs
+    ['75', '80', '90', '100', '120']
+    >>> job.native_argv()[:8]
+    ['python3', '-m', 'bnb_build', 'native', '--job-id', 'cuda128-linux-aarch64', '--backend', 'cuda']
+    >>> job.cmake_args
+    ['-DCOMPUTE_BACKEND=cuda', '-DCMAKE_BUILD_TYPE=Release', '-DCOMPUTE_CAPABILITY=75;80;90;100;120']
+    >>> [wheel] = plan_wheels(matrix, [job])
+    >>> wheel.id, wheel.plat_tag, wheel.libraries
+    ('wheel-linux-aarch64', 'manylinux_2_28_aarch64', ['libbitsandbytes_cuda128.so'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from . import archs as arch_lists
+from .errors import SelectionError, allowed_list, did_you_mean
+from .matrix import Backend, Family, Matrix, Runner
+from .versions import matches, sort_versions
+
+STEP = ["python3", "-m", "bnb_build"]
+"""How every step program is started (docs/contracts.md)."""
+
+
+class Selection(BaseModel):
+    """Which jobs to plan. Empty means everything; values are checked against the matrix by `plan_jobs`.
+
+    backends: family or backend names (cpu, cuda, rocm or hip, xpu). versions: toolkit versions, exact or
+    leading parts ("12.8" selects 12.8.1; a version never selects cpu jobs). platforms: platform ids.
+    archs: an arch list that replaces the matrix's for every selected GPU job (like upstream's
+    CUDA_TARGETS), checked against each job's toolkit.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backends: tuple[str, ...] = ()
+    versions: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    archs: str | None = None
+
+
+class Job(BaseModel):
+    """One native library for one (family, version, platform)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    family: Literal["cpu", "cuda", "rocm", "xpu"]
+    backend: Backend
+    version: str | None
+    platform: str
+    os: str
+    arch: str
+    image: str | None
+    image_pinned: bool
+    dagger_platform: str | None
+    runner: Runner
+    archs: list[str]
+    cmake_args: list[str]
+    library: str
+    sources: list[str]
+    setup: list[str]
+    env: dict[str, str]
+
+    @property
+    def output_subdir(self) -> str:
+        """Where the library lands below the output directory: `<os>/<arch>`."""
+        return f"{self.os}/{self.arch}"
+
+    def native_argv(self, *, source: str = "src", out: str = "out") -> list[str]:
+        """The step command line of docs/contracts.md, run in the job's work directory."""
+        argv = [*STEP, "native", "--job-id", self.id, "--backend", self.backend]
+        if self.version is not None:
+            argv += ["--toolkit-version", self.version]
+        argv += ["--platform", self.platform, "--library", self.library]
+        if self.archs:
+            argv += ["--archs", arch_lists.join(self.archs)]
+        return [*argv, "--source", source, "--out", out, "--", *self.cmake_args]
+
+
+class WheelJob(BaseModel):
+    """One wheel per platform, holding every library the plan builds for that platform."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    platform: str
+    os: str
+    arch: str
+    plat_tag: str
+    image: str | None
+    image_pinned: bool
+    dagger_platform: str | None
+    runner: Runner
+    libraries: list[str]
+    build_job_ids: list[str]
+    sources: list[str]
+    optional_sources: list[str]
+
+    def wheel_argv(self, *, libs: str = "libs", source: str = "src", out: str = "out") -> list[str]:
+        return [*STEP, "wheel", "--platform", self.platform, "--plat-tag", self.plat_tag,
+                "--libs", libs, "--source", source, "--out", out]  # fmt: skip
+
+
+def audit_argv(*, wheels: str = "wheels", expect: str = "expect.json", report: str = "audit.md") -> list[str]:
+    """The audit step's command line; `expect` is the JSON of `expectations()`."""
+    return [*STEP, "audit", "--wheels", wheels, "--expect", expect, "--report", report]
+
+
+def job_id(family: Family, version: str | None, platform: str) -> str:
+    """The one place job ids come from: `<variant>-<platform>`, e.g. cuda130-linux-x86_64, cpu-macos-arm64."""
+    return f"{family.variant_for(version)}-{platform}"
+
+
+def wheel_id(platform: str) -> str:
+    return f"wheel-{platform}"
+
+
+# ---- planning ------------------------------------------------------------------------------------
+
+
+def plan_jobs(matrix: Matrix, selection: Selection | None = None) -> list[Job]:
+    """The build jobs for `selection`, ordered by platform (matrix order), family, then version."""
+    selection = selection or Selection()
+    families = _selected_families(matrix, selection)
+    platforms = _selected_platforms(matrix, selection)
+    _check_versions(families, selection)
+    jobs = [
+        _job(matrix, name, family, version, platform)
+        for platform in platforms
+        for name, family in families
+        for version in family.versions_on(platform)
+        if not selection.versions or (version is not None and any(matches(version, v) for v in selection.versions))
+    ]
+    if not jobs:
+        msg = f"the selection {_describe(selection)} matches no job; `bnb-ci plan` lists every job"
+        raise SelectionError(msg)
+    if selection.archs is not None:
+        jobs = _override_archs(matrix, jobs, selection.archs)
+    return jobs
+
+
+def plan_wheels(matrix: Matrix, jobs: Sequence[Job]) -> list[WheelJob]:
+    """One wheel job per platform that `jobs` build for, in matrix platform order."""
+    wheels = []
+    for platform_id, platform in matrix.platforms.items():
+        built = [job for job in jobs if job.platform == platform_id]
+        if not built:
+            continue
+        image, pinned = matrix.pinned(matrix.wheel.image) if platform.runner == "container" else (None, False)
+        wheels.append(
+            WheelJob(
+                id=wheel_id(platform_id),
+                platform=platform_id,
+                os=platform.os,
+                arch=platform.arch,
+                plat_tag=platform.plat_tag,
+                image=image,
+                image_pinned=pinned,
+                dagger_platform=platform.dagger_platform,
+                runner=platform.runner,
+                libraries=[job.library for job in built],
+                build_job_ids=[job.id for job in built],
+                sources=list(matrix.wheel.sources),
+                optional_sources=list(matrix.wheel.optional_sources),
+            )
+        )
+    return wheels
+
+
+def expectations(matrix: Matrix, jobs: Sequence[Job]) -> dict[str, Any]:
+    """What the audit step checks: per wheel its platform tag and libraries; exemptions with reasons."""
+    wheels: dict[str, Any] = {}
+    exemptions: dict[str, str] = {}
+    for wheel in plan_wheels(matrix, jobs):
+        libraries = {}
+        for job in jobs:
+            if job.platform != wheel.platform:
+                continue
+            libraries[job.library] = {"backend": job.backend, "archs": list(job.archs)}
+            reason = matrix.family(job.family).audit_exemption
+            if reason:
+                exemptions[job.library] = reason
+        wheels[wheel.platform] = {"plat_tag": wheel.plat_tag, "libraries": libraries}
+    return {"wheels": wheels, "exemptions": dict(sorted(exemptions.items()))}
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+
+def _job(matrix: Matrix, name: str, family: Family, version: str | None, platform_id: str) -> Job:
+    platform = matrix.platforms[platform_id]
+    template = family.image_for(platform_id, version) if platform.runner == "container" else None
+    image, pinned = matrix.pinned(template) if template else (None, False)
+    archs = list(family.archs_for(platform_id, version))
+    return Job(
+        id=job_id(family, version, platform_id),
+        family=name,  # type: ignore[arg-type]
+        backend=family.backend,
+        version=version,
+        platform=platform_id,
+        os=platform.os,
+        arch=platform.arch,
+        image=image,
+        image_pinned=pinned,
+        dagger_platform=platform.dagger_platform,
+        runner=platform.runner,
+        archs=archs,
+        cmake_args=_cmake_args(matrix, family, platform_id, archs),
+        library=matrix.library_name(family, version, platform_id),
+        sources=[*matrix.sources.common, *family.sources],
+        setup=list(family.setup) if image else [],
+        env=dict(family.env) if image else {},
+    )
+
+
+def _cmake_args(matrix: Matrix, family: Family, platform_id: str, archs: list[str]) -> list[str]:
+    args = [f"-DCOMPUTE_BACKEND={family.backend}", f"-DCMAKE_BUILD_TYPE={family.build_type}"]
+    if family.arch_define and archs:
+        args.append(f"-D{family.arch_define}={arch_lists.join(archs)}")
+    args += [f"-D{key}={value}" for key, value in sorted(family.cmake_defines.items())]
+    target = matrix.platforms[platform_id].deployment_target
+    if target:
+        args.append(f"-DCMAKE_OSX_DEPLOYMENT_TARGET={target}")
+    return args
+
+
+def _override_archs(matrix: Matrix, jobs: list[Job], text: str) -> list[Job]:
+    gpu_jobs = [job for job in jobs if matrix.family(job.family).arch_define]
+    if not gpu_jobs:
+        msg = f"--archs {text!r} applies to CUDA and ROCm jobs, and the selection has none; select one with --backend cuda or rocm"
+        raise SelectionError(msg)
+    result = []
+    for job in jobs:
+        family = matrix.family(job.family)
+        if family.arch_define is None or job.version is None:
+            result.append(job)
+            continue
+        try:
+            archs = list(family.check_archs(job.version, arch_lists.parse_arch_list(text, job.backend)))
+        except ValueError as e:
+            msg = f"--archs for {job.id}: {e}"
+            raise SelectionError(msg) from None
+        cmake_args = _cmake_args(matrix, family, job.platform, archs)
+        result.append(job.model_copy(update={"archs": archs, "cmake_args": cmake_args}))
+    return result
+
+
+def _selected_families(matrix: Matrix, selection: Selection) -> list[tuple[str, Family]]:
+    families = matrix.families()
+    if not selection.backends:
+        return families
+    names = {name: name for name, _ in families} | {family.backend: name for name, family in families}
+    for wanted in selection.backends:
+        if wanted not in names:
+            allowed = [name if family.backend == name else f"{name} ({family.backend})" for name, family in families]
+            msg = f"unknown backend {wanted!r}{did_you_mean(wanted, list(names))}; allowed: {allowed_list(allowed)}"
+            raise SelectionError(msg)
+    chosen = {names[wanted] for wanted in selection.backends}
+    return [(name, family) for name, family in families if name in chosen]
+
+
+def _selected_platforms(matrix: Matrix, selection: Selection) -> list[str]:
+    allowed = list(matrix.platforms)
+    for wanted in selection.platforms:
+        if wanted not in matrix.platforms:
+            msg = f"unknown platform {wanted!r}{did_you_mean(wanted, allowed)}; allowed: {allowed_list(allowed)}"
+            raise SelectionError(msg)
+    return [p for p in allowed if not selection.platforms or p in selection.platforms]
+
+
+def _check_versions(families: list[tuple[str, Family]], selection: Selection) -> None:
+    known = sort_versions({v for _, family in families for v in family.all_versions()})
+    for wanted in selection.versions:
+        if not any(matches(version, wanted) for version in known):
+            names = "/".join(name for name, _ in families)
+            msg = f"version {wanted!r} is not in the support matrix for {names}; allowed: {allowed_list(known) or '(none: cpu has no versions)'}"
+            raise SelectionError(msg)
+
+
+def _describe(selection: Selection) -> str:
+    parts = [f"{key}={','.join(value)}" for key, value in (
+        ("backend", selection.backends), ("version", selection.versions), ("platform", selection.platforms)
+    ) if value]  # fmt: skip
+    return " ".join(parts) or "(everything)"

@@ -1,0 +1,37 @@
+"""``python3 -m bnb_build <step> [options]``: run one step program."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional, Sequence
+
+STEPS = {
+    "native": "build one native library with CMake",
+    "wheel": "pack the libraries of one platform into a wheel",
+    "audit": "check wheels against the expected libraries, write a Markdown report",
+}
+
+
+def usage() -> str:
+    lines = ["usage: python3 -m bnb_build <step> [options]", "", "steps:"]
+    lines += [f"  {name:<8} {text}" for name, text in STEPS.items()]
+    lines.append("\n'python3 -m bnb_build <step> --help' shows the options of a step.")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    step, rest = args[0], args[1:]
+    if step not in STEPS:
+        print(f"error: unknown step {step!r}; allowed: {', '.join(STEPS)}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"bnb_build.{step}")
+    return int(module.main(rest))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

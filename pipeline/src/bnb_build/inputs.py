@@ -1,0 +1,136 @@
+"""Source patterns, input digests and source subsets: one algorithm for the plan and the steps.
+
+A job's sources are a list of *patterns* relative to a root (docs/contracts.md, "Source patterns"):
+
+- an exact file path, e.g. ``CMakeLists.txt`` or ``csrc/bitsandbytes.h``;
+- a folder with every file below it, e.g. ``csrc/cpu/**``.
+
+Nothing else (no ``*.cu``, no ``..``), so the same list means the same files here and to a Dagger
+``include=`` filter. A missing exact file is an error; a folder pattern may match no file.
+
+Worked example::
+
+    files = expand(root, ["CMakeLists.txt", "csrc/cpu/**"])
+    # ['CMakeLists.txt', 'csrc/cpu/kernels.cpp', 'csrc/cpu/ops.cpp']
+    key = digest(root, files, {"backend": "cpu", "flags": ["-DCOMPUTE_BACKEND=cpu"]})
+    # 'sha256:3f0c...'; changes when a file's content or executable bit, the file list or extra changes
+
+The orchestration side imports :func:`expand`, :func:`digest` and :func:`copy_subset` from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any, Iterable, List, Sequence
+
+from .errors import InputError, UsageError
+
+FOLDER_SUFFIX = "/**"
+_FORBIDDEN_CHARS = set("*?[]\\")
+
+
+def check_pattern(pattern: str) -> str:
+    """Return ``pattern`` if it is an allowed source pattern, else raise UsageError."""
+    body = pattern[: -len(FOLDER_SUFFIX)] if pattern.endswith(FOLDER_SUFFIX) else pattern
+    parts = body.split("/")
+    bad = (
+        not body
+        or body.startswith("/")
+        or any(c in _FORBIDDEN_CHARS for c in body)
+        or any(p in ("", ".", "..") for p in parts)
+    )
+    if bad:
+        msg = (
+            f"source pattern {pattern!r} is not allowed: use an exact relative file path "
+            "(e.g. 'CMakeLists.txt') or a folder followed by '/**' (e.g. 'csrc/cpu/**'); "
+            "no other wildcards, no '.', '..', leading '/' or backslashes"
+        )
+        raise UsageError(msg)
+    return pattern
+
+
+def expand(root: Path | str, patterns: Iterable[str]) -> List[str]:
+    """The files under ``root`` that ``patterns`` select: sorted, unique, relative POSIX paths."""
+    root = Path(root)
+    found: set[str] = set()
+    missing: list[str] = []
+    for pattern in patterns:
+        check_pattern(pattern)
+        if pattern.endswith(FOLDER_SUFFIX):
+            found.update(_files_below(root, pattern[: -len(FOLDER_SUFFIX)]))
+        elif (root / pattern).is_file():
+            found.add(pattern)
+        else:
+            missing.append(pattern)
+    if missing:
+        msg = f"source files missing under {root}: {', '.join(missing)}"
+        raise InputError(msg)
+    return sorted(found)
+
+
+def _files_below(root: Path, folder: str) -> Iterable[str]:
+    base = root / folder
+    if not base.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for name in filenames:
+            yield f"{rel_dir}/{name}"
+
+
+def all_files(root: Path | str) -> List[str]:
+    """Every file below ``root`` (sorted relative POSIX paths)."""
+    root = Path(root)
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        for name in filenames:
+            files.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+    return sorted(files)
+
+
+def file_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def digest(root: Path | str, files: Sequence[str], extra: Any = None) -> str:
+    """The input digest of ``files`` (relative to ``root``) plus ``extra`` (toolkit, flags, image...).
+
+    sha256 over, for each file in sorted order, ``path NUL x|- NUL sha256(content) LF``, then
+    ``extra NUL`` and the canonical JSON of ``extra``. Returned as ``sha256:<hex>``.
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    for rel in sorted(set(files)):
+        path = root / rel
+        executable = "x" if os.stat(path).st_mode & stat.S_IXUSR else "-"
+        h.update(f"{rel}\0{executable}\0{file_sha256(path)}\n".encode("utf-8"))
+    h.update(b"extra\0" + canonical_json(extra).encode("utf-8"))
+    return "sha256:" + h.hexdigest()
+
+
+def copy_subset(root: Path | str, patterns: Iterable[str], dest: Path | str) -> List[str]:
+    """Copy exactly the files ``patterns`` select from ``root`` to ``dest``; return their list."""
+    root, dest = Path(root), Path(dest)
+    files = expand(root, patterns)
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+    return files

@@ -1,0 +1,356 @@
+"""Step ``native``: configure and build one native library with CMake.
+
+Command line (docs/contracts.md; run in the job's work directory with relative paths)::
+
+    python3 -m bnb_build native --job-id ID --backend B [--toolkit-version V] --platform P
+        --library NAME [--archs "75;80"] --source src --out out [--build-dir build] -- <cmake args>
+
+What it does, in order:
+
+1. checks the arguments and that ``<source>/CMakeLists.txt`` exists;
+2. computes the input digest (every file below ``--source`` plus backend, toolkit, archs, flags);
+3. configures with ``cmake -S <source> -B <build-dir>`` (``-G Ninja`` when ninja is on PATH,
+   ``-DCOMPUTE_BACKEND``, ``-DCOMPUTE_CAPABILITY`` or ``-DBNB_ROCM_ARCH`` from ``--archs``, ccache as
+   compiler launcher when it is on PATH and ``BNB_NO_CCACHE`` is not ``1``), then builds;
+   CMake writes the library into a staging folder inside ``--out``;
+4. checks that the one library produced is ``--library`` (a different name means the toolkit found
+   is not the one the job asked for);
+5. moves ``<library>`` and ``<library>.build-info.json`` into ``<out>/<os>/<arch>/``.
+
+The build runs with ``SOURCE_DATE_EPOCH`` (kept from the environment, else a fixed default),
+``LC_ALL=C``, ``TZ=UTC`` and umask 022. build-info.json has sorted keys, no timestamps and no
+absolute paths, so two builds of the same inputs in different folders write the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import inputs, process
+from .errors import BuildMismatch, InputError, StepError, UsageError
+from .files import move_into_place, remove_tree, write_text_atomic
+from .platforms import Platform, check_backend, check_library_name, get_platform, is_library_file
+
+BUILD_INFO_SCHEMA = 1
+BUILD_INFO_SUFFIX = ".build-info.json"
+
+# Which CMake variable receives --archs, per backend.
+ARCH_VARIABLE = {"cuda": "COMPUTE_CAPABILITY", "hip": "BNB_ROCM_ARCH"}
+# Languages whose compiler gets ccache as launcher, and whose compiler id/version go to build-info.
+LAUNCHER_LANGUAGES = ("CXX", "CUDA", "HIP")
+COMPILER_LANGUAGES = ("C", "CXX", "CUDA", "HIP")
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_DEFINE = re.compile(r"^-D([A-Za-z_][A-Za-z0-9_]*)(?::[A-Za-z]+)?=(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class NativeJob:
+    """One native build, as given on the command line (paths as given, relative to the cwd)."""
+
+    job_id: str
+    backend: str
+    toolkit_version: Optional[str]
+    platform: Platform
+    library: str
+    archs: Tuple[str, ...]
+    source: Path
+    out: Path
+    build_dir: Path
+    cmake_args: Tuple[str, ...]  # the arguments after "--"
+
+    @property
+    def output_dir(self) -> Path:
+        """``<out>/<os>/<arch>``: where the library and its build-info.json end up."""
+        return self.out / self.platform.os / self.platform.arch
+
+    @property
+    def staging_dir(self) -> Path:
+        """A folder inside ``--out`` that CMake writes into; moved into place when all is done."""
+        return self.out / f".partial-{self.job_id}"
+
+    @property
+    def flags(self) -> List[str]:
+        """The CMake arguments that define the build (recorded in build-info.json, part of the digest)."""
+        return job_defines(self) + list(self.cmake_args)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python3 -m bnb_build native",
+        description="Configure and build one native library with CMake.",
+        epilog="Arguments after '--' are passed to the CMake configure step.",
+    )
+    p.add_argument("--job-id", required=True, help="the job's id (names the staging folder, recorded)")
+    p.add_argument("--backend", required=True, help="cpu, cuda, hip or xpu")
+    p.add_argument("--toolkit-version", default=None, help="CUDA/ROCm/oneAPI version the job asks for")
+    p.add_argument("--platform", required=True, help="platform id, e.g. linux-x86_64")
+    p.add_argument("--library", required=True, help="expected library file, e.g. libbitsandbytes_cuda130.so")
+    p.add_argument("--archs", default="", help='";"-separated GPU archs, e.g. "75;90" or "gfx90a"')
+    p.add_argument("--source", required=True, type=Path, help="folder with the job's sources")
+    p.add_argument("--out", required=True, type=Path, help="output folder (<out>/<os>/<arch>/...)")
+    p.add_argument("--build-dir", default=Path("build"), type=Path, help="CMake build folder (default: build)")
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> NativeJob:
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        own, cmake_args = argv[:cut], argv[cut + 1 :]
+    else:
+        own, cmake_args = argv, []
+    ns = _parser().parse_args(own)
+    platform = get_platform(ns.platform)
+    backend = check_backend(ns.backend)
+    if not _JOB_ID.match(ns.job_id):
+        msg = f"job id {ns.job_id!r} is not allowed: use letters, digits, '.', '_' and '-'"
+        raise UsageError(msg)
+    archs = tuple(a.strip() for a in ns.archs.split(";") if a.strip())
+    if archs and backend not in ARCH_VARIABLE:
+        msg = f"--archs {ns.archs!r} is not allowed for backend {backend}: archs apply to cuda and hip only"
+        raise UsageError(msg)
+    job = NativeJob(
+        job_id=ns.job_id,
+        backend=backend,
+        toolkit_version=ns.toolkit_version,
+        platform=platform,
+        library=check_library_name(ns.library, platform),
+        archs=archs,
+        source=ns.source,
+        out=ns.out,
+        build_dir=ns.build_dir,
+        cmake_args=tuple(cmake_args),
+    )
+    _check_cmake_args(job)
+    _check_folders(job)
+    return job
+
+
+def _check_cmake_args(job: NativeJob) -> None:
+    ours = dict(_parse_define(d) for d in option_defines(job))
+    for arg in job.cmake_args:
+        name, value = _parse_define(arg) if _DEFINE.match(arg) else (None, None)
+        if name == "BNB_OUTPUT_DIR":
+            msg = "-DBNB_OUTPUT_DIR is set by the native step (it builds into --out); remove it from the CMake arguments"
+            raise UsageError(msg)
+        if name in ours and value != ours[name]:
+            msg = f"CMake argument {arg!r} contradicts the job options, which give -D{name}={ours[name]}"
+            raise UsageError(msg)
+
+
+def _check_folders(job: NativeJob) -> None:
+    source = job.source.resolve()
+    for option, folder in (("--out", job.out), ("--build-dir", job.build_dir)):
+        resolved = folder.resolve()
+        if resolved == source or source in resolved.parents:
+            msg = f"{option} {folder} is inside --source {job.source}; put it beside the sources"
+            raise UsageError(msg)
+
+
+def _parse_define(arg: str) -> Tuple[str, str]:
+    m = _DEFINE.match(arg)
+    assert m is not None, arg
+    return m.group(1), m.group(2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure parts: CMake arguments, environment, build-info
+
+
+def option_defines(job: NativeJob) -> List[str]:
+    """The -D arguments that follow from the job options (backend, archs)."""
+    defines = [f"-DCOMPUTE_BACKEND={job.backend}"]
+    if job.archs:
+        defines.append(f"-D{ARCH_VARIABLE[job.backend]}={';'.join(job.archs)}")
+    return defines
+
+
+def job_defines(job: NativeJob) -> List[str]:
+    """:func:`option_defines`, less those the CMake arguments already give (with the same value)."""
+    user_names = {_parse_define(a)[0] for a in job.cmake_args if _DEFINE.match(a)}
+    return [d for d in option_defines(job) if _parse_define(d)[0] not in user_names]
+
+
+def configure_args(
+    job: NativeJob,
+    *,
+    cmake: str,
+    ninja: Optional[str],
+    ccache: Optional[str],
+) -> List[str]:
+    """The CMake configure command line (absolute paths: cmake runs with any cwd)."""
+    args = [cmake, "-S", str(job.source.resolve()), "-B", str(job.build_dir.resolve())]
+    if ninja is not None:
+        args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+    args.append(f"-DBNB_OUTPUT_DIR={(job.staging_dir / job.platform.os / job.platform.arch).resolve()}")
+    if ccache is not None:
+        args += [f"-DCMAKE_{lang}_COMPILER_LAUNCHER={ccache}" for lang in LAUNCHER_LANGUAGES]
+    return args + job.flags
+
+
+def build_args(job: NativeJob, *, cmake: str) -> List[str]:
+    return [cmake, "--build", str(job.build_dir.resolve()), "--config", "Release"]
+
+
+def build_environment(env: Mapping[str, str], job: NativeJob) -> Dict[str, str]:
+    """The environment CMake and the compilers run with."""
+    result = process.reproducible_env(env)
+    # ccache: paths below the work directory are hashed relative to it, so two work directories share hits.
+    result.setdefault("CCACHE_BASEDIR", str(Path.cwd().resolve()))
+    return result
+
+
+def use_ccache(env: Mapping[str, str]) -> bool:
+    return env.get("BNB_NO_CCACHE", "") != "1" and process.has_tool("ccache", env)
+
+
+_SET_LINE = re.compile(r'^set\((CMAKE_(\w+?)_COMPILER_(ID|VERSION)) "([^"]*)"\)', re.MULTILINE)
+
+
+def compiler_info(build_dir: Path) -> Dict[str, Dict[str, str]]:
+    """Compiler id and version per enabled language, read from CMake's per-language files.
+
+    CMake records them in ``<build>/CMakeFiles/<cmake version>/CMake<LANG>Compiler.cmake``
+    (``CMAKE_CXX_COMPILER_ID``, ``CMAKE_CUDA_COMPILER_VERSION``, ...).
+    """
+    result: Dict[str, Dict[str, str]] = {}
+    for lang in COMPILER_LANGUAGES:
+        for path in sorted((build_dir / "CMakeFiles").glob(f"*/CMake{lang}Compiler.cmake")):
+            found = {
+                kind.lower(): value
+                for _, file_lang, kind, value in _SET_LINE.findall(path.read_text(errors="replace"))
+                if file_lang == lang
+            }
+            if found.get("id"):
+                result[lang] = {"id": found["id"], "version": found.get("version", "")}
+    return result
+
+
+def build_info(
+    job: NativeJob,
+    *,
+    library_sha256: str,
+    compilers: Mapping[str, Mapping[str, str]],
+    inputs_digest: str,
+) -> Dict[str, object]:
+    return {
+        "schema_version": BUILD_INFO_SCHEMA,
+        "job_id": job.job_id,
+        "backend": job.backend,
+        "toolkit_version": job.toolkit_version,
+        "platform": job.platform.id,
+        "library": job.library,
+        "library_sha256": library_sha256,
+        "archs": list(job.archs),
+        "compilers": {k: dict(v) for k, v in compilers.items()},
+        "flags": job.flags,
+        "inputs_digest": inputs_digest,
+    }
+
+
+def render_build_info(info: Mapping[str, object]) -> str:
+    return json.dumps(info, sort_keys=True, indent=2) + "\n"
+
+
+def inputs_digest(job: NativeJob) -> str:
+    """Digest of every file below --source plus what else decides the output."""
+    extra = {
+        "backend": job.backend,
+        "toolkit_version": job.toolkit_version,
+        "platform": job.platform.id,
+        "library": job.library,
+        "archs": list(job.archs),
+        "flags": job.flags,
+    }
+    return inputs.digest(job.source, inputs.all_files(job.source), extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running it
+
+
+def build(job: NativeJob, env: Mapping[str, str]) -> Path:
+    """Build the library of ``job``; return the path of the library in ``<out>/<os>/<arch>``."""
+    if not (job.source / "CMakeLists.txt").is_file():
+        msg = (
+            f"no CMakeLists.txt in --source {job.source}: it must be the folder holding the job's "
+            "sources (CMakeLists.txt, VERSION, cmake/, csrc/...)"
+        )
+        raise InputError(msg)
+    digest = inputs_digest(job)
+
+    run_env = build_environment(env, job)
+    cmake = process.find_tool("cmake", run_env)
+    ninja = process.find_tool("ninja", run_env) if process.has_tool("ninja", run_env) else None
+    ccache = process.find_tool("ccache", run_env) if use_ccache(run_env) else None
+    if ccache is None:
+        print("ccache: not used (not on PATH or BNB_NO_CCACHE=1)", flush=True)
+
+    remove_tree(job.staging_dir)
+    staged = job.staging_dir / job.platform.os / job.platform.arch
+    staged.mkdir(parents=True)
+    try:
+        process.run(configure_args(job, cmake=cmake, ninja=ninja, ccache=ccache), env=run_env)
+        process.run(build_args(job, cmake=cmake), env=run_env)
+        compilers = compiler_info(job.build_dir)
+        library = _produced_library(job, staged, compilers)
+        info = build_info(
+            job,
+            library_sha256=inputs.file_sha256(library),
+            compilers=compilers,
+            inputs_digest=digest,
+        )
+        write_text_atomic(staged / (job.library + BUILD_INFO_SUFFIX), render_build_info(info))
+        # The library first, its build-info last: a build-info.json means the library beside it is complete.
+        final = job.output_dir / job.library
+        move_into_place(library, final, mode=0o755)
+        move_into_place(staged / (job.library + BUILD_INFO_SUFFIX), job.output_dir / (job.library + BUILD_INFO_SUFFIX))
+    finally:
+        remove_tree(job.staging_dir)
+    print(f"built {final} ({info['library_sha256']})", flush=True)
+    return final
+
+
+def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapping[str, str]]) -> Path:
+    produced = sorted(p.name for p in staged.iterdir() if is_library_file(p.name, job.platform))
+    if produced == [job.library]:
+        return staged / job.library
+    if not produced:
+        msg = (
+            f"CMake produced no libbitsandbytes_* library in {staged} for job {job.job_id}; "
+            "check that CMakeLists.txt honours BNB_OUTPUT_DIR"
+        )
+        raise BuildMismatch(msg)
+    found = ", ".join(f"{lang} {c['id']} {c['version']}" for lang, c in sorted(compilers.items()))
+    msg = (
+        f"the toolkit found does not match the job {job.job_id}: it asks for {job.library}"
+        f"{' (toolkit ' + job.toolkit_version + ')' if job.toolkit_version else ''} but the build produced "
+        f"{', '.join(produced)} (compilers found: {found}); put the wanted toolkit first on PATH or set "
+        "CUDACXX / CUDAToolkit_ROOT / HIP_PLATFORM accordingly"
+    )
+    raise BuildMismatch(msg)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    old_umask = os.umask(0o022)
+    try:
+        job = parse_args(sys.argv[1:] if argv is None else argv)
+        build(job, os.environ)
+    except StepError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    finally:
+        os.umask(old_umask)
+    return 0

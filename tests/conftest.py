@@ -1,0 +1,63 @@
+"""Shared test configuration.
+
+Markers:
+- ``engine``: needs a Dagger CLI and a reachable engine; skipped where there is none.
+- ``gpu``: needs a visible GPU; skipped where there is none.
+
+Each area keeps its own fixtures in its folder's conftest.py; only what several areas share lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engine: needs a Dagger CLI and engine (skipped without one)")
+    config.addinivalue_line("markers", "gpu: needs a visible GPU (skipped without one)")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+def cmake_executable() -> str:
+    """The CMake the tests build with: the pinned one from the test environment first."""
+    venv_cmake = Path(sys.executable).parent / "cmake"
+    if venv_cmake.exists():
+        return str(venv_cmake)
+    found = shutil.which("cmake")
+    if found is None:
+        pytest.fail("cmake not found: install tests/requirements.txt (it pins cmake)")
+    return found
+
+
+def build_native(source: Path, build_dir: Path, output_dir: Path, *defines: str, env: dict[str, str] | None = None) -> Path:
+    """Configure and build the native library with CMake; returns the output directory."""
+    cmake = cmake_executable()
+    run_env = dict(os.environ if env is None else env)
+    subprocess.run(
+        [cmake, "-S", str(source), "-B", str(build_dir), "-G", "Ninja", f"-DBNB_OUTPUT_DIR={output_dir}", *defines],
+        check=True, capture_output=True, text=True, env=run_env,
+    )
+    subprocess.run([cmake, "--build", str(build_dir)], check=True, capture_output=True, text=True, env=run_env)
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def cpu_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CPU library built once per test session from this checkout (a real CMake build)."""
+    root = tmp_path_factory.mktemp("cpu-build")
+    out = build_native(REPO_ROOT, root / "build", root / "lib", "-DCOMPUTE_BACKEND=cpu")
+    libs = sorted(out.glob("libbitsandbytes_cpu.*"))
+    assert libs, f"CMake built no libbitsandbytes_cpu in {out}"
+    return libs[0]
