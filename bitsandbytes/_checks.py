@@ -39,7 +39,7 @@ def float_dtype(value: object, name: str) -> np.dtype:
         dtype = np.dtype(value)  # type: ignore[call-overload]
     except TypeError:
         dtype = None
-    if dtype not in FLOAT_DTYPES:
+    if dtype is None or dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}={value!r} is not supported: use numpy.float32 or numpy.float16")
     return dtype
 

@@ -50,7 +50,7 @@ def detect_runtimes() -> List[Runtime]:
 
 def _from_torch() -> List[Runtime]:
     try:
-        import torch  # only reached when torch is installed
+        import torch  # pyright: ignore[reportMissingImports] - only reached when torch is installed
     except Exception:  # a broken torch installation must not break this package
         return []
     for kind, text in (("rocm", getattr(torch.version, "hip", None)), ("cuda", getattr(torch.version, "cuda", None))):

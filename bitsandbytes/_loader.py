@@ -62,9 +62,20 @@ class LibraryChoice:
 
 @dataclass(frozen=True)
 class _Packaged:
+    """A library file of the package, described by its name."""
+
     name: str
     kind: str
     version: Optional[Tuple[int, int]]  # (major, minor) of cuda/rocm libraries
+
+    @property
+    def major(self) -> int:
+        return self.sort_key[0]
+
+    @property
+    def sort_key(self) -> Tuple[int, int]:
+        """(major, minor) of a GPU library; (-1, -1) for the others."""
+        return self.version or (-1, -1)
 
     @property
     def digits(self) -> str:
@@ -95,17 +106,23 @@ def _parse(name: str) -> Optional[_Packaged]:
         return None
     kind, digits = match["kind"], match["digits"]
     if kind in GPU_KINDS:
-        if len(digits) < 2:
+        if len(digits) <= MAJOR_DIGITS[kind]:
             return None
-        return _Packaged(name, kind, version_from_digits(digits))
+        return _Packaged(name, kind, version_from_digits(kind, digits))
     if kind == "cpu" and digits:
         return None
     return _Packaged(name, kind, None)
 
 
-def version_from_digits(digits: str) -> Tuple[int, int]:
-    """'130' -> (13, 0), '72' -> (7, 2): the last digit is the minor version."""
-    return int(digits[:-1]), int(digits[-1])
+# How many leading digits of a library name are the major version: CUDA majors have two digits
+# (11, 12, 13), ROCm majors one (6, 7), so cuda130 is 13.0 and rocm714 is 7.14.
+MAJOR_DIGITS = {"cuda": 2, "rocm": 1}
+
+
+def version_from_digits(kind: str, digits: str) -> Tuple[int, int]:
+    """('cuda', '130') -> (13, 0); ('rocm', '72') -> (7, 2); ('rocm', '714') -> (7, 14)."""
+    width = MAJOR_DIGITS[kind]
+    return int(digits[:width]), int(digits[width:])
 
 
 def has_gpu_library(names: Sequence[str]) -> bool:
@@ -159,7 +176,7 @@ def choose_library(
             f"No GPU runtime with a device was found ({checked})." if checked else "No CUDA or ROCm runtime was found."
         )
 
-    same_kind = [lib for lib in packaged if lib.kind == runtime.kind]
+    same_kind = [lib for lib in packaged if lib.kind == runtime.kind and lib.version is not None]
     if not same_kind:
         return cpu_or_error(f"Found {runtime.describe()}, but no {KIND_NAMES[runtime.kind]} library is packaged.")
 
@@ -168,7 +185,7 @@ def choose_library(
         if lib.version == wanted:
             return chosen(lib, f"It matches {runtime.describe()}.")
 
-    same_major = sorted((lib for lib in same_kind if lib.version[0] == runtime.major), key=lambda lib: lib.version)
+    same_major = sorted((lib for lib in same_kind if lib.major == runtime.major), key=lambda lib: lib.sort_key)
     if not same_major:
         variable = OVERRIDE_VARIABLES[runtime.kind]
         versions = ", ".join(lib.digits for lib in same_kind)
@@ -178,7 +195,7 @@ def choose_library(
             f"set {variable} to one of {versions} to load a packaged library anyway, "
             f"or hide the GPUs ({VISIBILITY_VARIABLES[runtime.kind]}=) to use the CPU library."
         )
-    older = [lib for lib in same_major if lib.version < wanted]
+    older = [lib for lib in same_major if lib.sort_key < wanted]
     lib = older[-1] if older else same_major[0]
     relation = "the newest one older than the runtime" if older else "the oldest one newer than the runtime"
     reason = (

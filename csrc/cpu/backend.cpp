@@ -36,8 +36,6 @@ bool block_absmax(const T *A, BlockRange range, float &absmax) {
   return true;
 }
 
-int nonfinite_error() { return fail(BNB_ERROR_NONFINITE, "input holds inf or NaN"); }
-
 }  // namespace
 
 namespace backend {
@@ -64,7 +62,7 @@ int quantize_blockwise(const float *code, const T *A, float *absmax, unsigned ch
       }
     }
   });
-  return finite ? BNB_OK : nonfinite_error();
+  return finite ? BNB_OK : fail_nonfinite();
 }
 
 template <typename T>
@@ -96,7 +94,7 @@ int quantize_4bit(const T *A, float *absmax, unsigned char *out, Blocks blocks, 
       }
     }
   });
-  return finite ? BNB_OK : nonfinite_error();
+  return finite ? BNB_OK : fail_nonfinite();
 }
 
 template <typename T>

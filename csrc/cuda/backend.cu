@@ -17,9 +17,10 @@ int runtime_error(const char *call, cudaError_t error) {
               cudaGetErrorString(error));
 }
 
-#define BNB_GPU_CHECK(call)                                               \
-  do {                                                                    \
-    cudaError_t bnb_gpu_error_ = (call);                                  \
+// Returns BNB_ERROR_RUNTIME from the calling function when a runtime call fails.
+#define BNB_GPU_CHECK(call)                                                         \
+  do {                                                                              \
+    cudaError_t bnb_gpu_error_ = (call);                                            \
     if (bnb_gpu_error_ != cudaSuccess) return runtime_error(#call, bnb_gpu_error_); \
   } while (0)
 
@@ -84,7 +85,7 @@ int quantize_blockwise(const float *code, const T *A, float *absmax, unsigned ch
   BNB_GPU_CHECK(cudaGetLastError());
   int nonfinite = 0;
   BNB_GPU_CHECK(d_nonfinite.download(&nonfinite));
-  if (nonfinite) return fail(BNB_ERROR_NONFINITE, "input holds inf or NaN");
+  if (nonfinite) return fail_nonfinite();
   BNB_GPU_CHECK(d_absmax.download(absmax));
   BNB_GPU_CHECK(d_out.download(out));
   return BNB_OK;
@@ -108,7 +109,7 @@ int quantize_4bit(const T *A, float *absmax, unsigned char *out, Blocks blocks, 
   BNB_GPU_CHECK(cudaGetLastError());
   int nonfinite = 0;
   BNB_GPU_CHECK(d_nonfinite.download(&nonfinite));
-  if (nonfinite) return fail(BNB_ERROR_NONFINITE, "input holds inf or NaN");
+  if (nonfinite) return fail_nonfinite();
   BNB_GPU_CHECK(d_absmax.download(absmax));
   BNB_GPU_CHECK(d_out.download(out));
   return BNB_OK;

@@ -106,8 +106,6 @@ int guarded(Body body) {
   }
 }
 
-int nonfinite_error() { return fail(BNB_ERROR_NONFINITE, "input holds inf or NaN"); }
-
 }  // namespace
 
 namespace backend {
@@ -175,7 +173,7 @@ int quantize_blockwise(const float *code, const T *A, float *absmax, unsigned ch
     });
     int nonfinite = 0;
     d_nonfinite.download(&nonfinite);
-    if (nonfinite) return nonfinite_error();
+    if (nonfinite) return fail_nonfinite();
     d_absmax.download(absmax);
     d_out.download(out);
     return BNB_OK;
@@ -219,7 +217,7 @@ int quantize_4bit(const T *A, float *absmax, unsigned char *out, Blocks blocks, 
     });
     int nonfinite = 0;
     d_nonfinite.download(&nonfinite);
-    if (nonfinite) return nonfinite_error();
+    if (nonfinite) return fail_nonfinite();
     d_absmax.download(absmax);
     d_out.download(out);
     return BNB_OK;

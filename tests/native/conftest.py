@@ -209,20 +209,39 @@ def cuda_build(tmp_path_factory: pytest.TempPathFactory, nvcc: str) -> Build:
 DEBIAN_ROCM_TOOLCHAIN = REPO_ROOT / "cmake" / "toolchains" / "debian-rocm.cmake"
 
 
+@dataclass(frozen=True)
+class HipToolchain:
+    env: dict[str, str]
+    version_header: Path  # hip/hip_version.h of that ROCm
+
+
 @pytest.fixture(scope="session")
-def hip_env() -> dict[str, str]:
-    """Environment for a HIP build: /opt/rocm as is, else Debian's packages through the toolchain file."""
-    if Path("/opt/rocm/lib/cmake/hip-lang").is_dir():
-        return {"HIP_PLATFORM": "amd"}
-    if shutil.which("clang++-15") and Path("/usr/include/hip/hip_version.h").is_file():
-        return {"HIP_PLATFORM": "amd", "CMAKE_TOOLCHAIN_FILE": str(DEBIAN_ROCM_TOOLCHAIN)}
+def hip_toolchain() -> HipToolchain:
+    """/opt/rocm as it is, else Debian's packages through cmake/toolchains/debian-rocm.cmake."""
+    opt_rocm = Path("/opt/rocm")
+    if (opt_rocm / "lib" / "cmake" / "hip-lang").is_dir():
+        return HipToolchain({"HIP_PLATFORM": "amd"}, opt_rocm / "include" / "hip" / "hip_version.h")
+    debian_header = Path("/usr/include/hip/hip_version.h")
+    if shutil.which("clang++-15") and debian_header.is_file():
+        env = {"HIP_PLATFORM": "amd", "CMAKE_TOOLCHAIN_FILE": str(DEBIAN_ROCM_TOOLCHAIN)}
+        return HipToolchain(env, debian_header)
     pytest.skip("no HIP toolchain: needs /opt/rocm, or Debian's `apt-get install hipcc libamdhip64-dev`")
 
 
 @pytest.fixture(scope="session")
-def hip_build(tmp_path_factory: pytest.TempPathFactory, hip_env: dict[str, str]) -> Build:
+def hip_version(hip_toolchain: HipToolchain) -> tuple[int, int]:
+    text = hip_toolchain.version_header.read_text()
+    major = re.search(r"#define HIP_VERSION_MAJOR (\d+)", text)
+    minor = re.search(r"#define HIP_VERSION_MINOR (\d+)", text)
+    assert major and minor, f"no HIP_VERSION_MAJOR/MINOR in {hip_toolchain.version_header}"
+    return int(major.group(1)), int(minor.group(1))
+
+
+@pytest.fixture(scope="session")
+def hip_build(tmp_path_factory: pytest.TempPathFactory, hip_toolchain: HipToolchain) -> Build:
     build = cmake_build(
-        tmp_path_factory.mktemp("native-hip"), "-DCOMPUTE_BACKEND=hip", "-DBNB_ROCM_ARCH=gfx90a", env=hip_env
+        tmp_path_factory.mktemp("native-hip"), "-DCOMPUTE_BACKEND=hip", "-DBNB_ROCM_ARCH=gfx90a",
+        env=hip_toolchain.env,
     )
     assert build.returncode == 0, build.log
     return build

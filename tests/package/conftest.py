@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Sequence
 
 import pytest
 
-from bitsandbytes import _detect, _native
+from bitsandbytes import LibraryChoice, _detect, _native
 from bitsandbytes._loader import Runtime
 
 
@@ -16,7 +16,7 @@ from bitsandbytes._loader import Runtime
 def native(cpu_library: Path, monkeypatch: pytest.MonkeyPatch) -> _native.NativeLibrary:
     """bitsandbytes.functional runs on the CPU library built from this checkout."""
     library = _native.NativeLibrary(cpu_library)
-    monkeypatch.setattr(_native, "_choice", _native._loader.LibraryChoice(cpu_library, "cpu", "test fixture"))
+    monkeypatch.setattr(_native, "_choice", LibraryChoice(cpu_library, "cpu", "test fixture"))
     monkeypatch.setattr(_native, "_loaded", library)
     return library
 

@@ -180,6 +180,14 @@ def test_older_minor_is_preferred_to_newer_minor() -> None:
         assert choose(lib_names("cuda124", "cuda126", "cuda128"), [cuda(12, 7)]).path.name == lib_names("cuda126")[0]
 
 
+def test_rocm_minor_versions_above_nine_are_read_from_the_name() -> None:
+    # rocm714 is ROCm 7.14 (ROCm majors have one digit); it must not be taken for 71.4.
+    names = lib_names("cpu", "rocm72", "rocm714")
+    assert choose(names, [rocm(7, 14)]).path.name == lib_names("rocm714")[0]
+    with pytest.warns(LibraryFallbackWarning):
+        assert choose(names, [rocm(7, 10)]).path.name == lib_names("rocm72")[0]
+
+
 def test_unrelated_and_malformed_file_names_are_ignored() -> None:
     names = lib_names("cpu") + ["libbitsandbytes_cuda.so", "libbitsandbytes_cpu2.so", "libother_cuda130.so", "README"]
     assert choose(names, [cuda(13, 0)]).path == Path("/pkg") / lib_names("cpu")[0]

@@ -4,6 +4,7 @@ with a message naming the bad value and what is allowed."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_non_finite_input(quantize, bad: float) -> None:
 
 
 @pytest.mark.parametrize("blocksize", [0, 32, 63, 65, 100, 8192, -64, 64.0, "64", True])
-def test_blocksize(blocksize: object) -> None:
+def test_blocksize(blocksize: Any) -> None:
     message = (f"blocksize={blocksize!r} is not supported", "power of two from 64 to 4096",
                "64, 128, 256, 512, 1024, 2048, 4096")
     with raises(ValueError, *message):
@@ -80,7 +81,7 @@ def test_blocksize(blocksize: object) -> None:
 
 
 @pytest.mark.parametrize("quant_type", ["int4", "NF4", "", None, 2])
-def test_quant_type(quant_type: object) -> None:
+def test_quant_type(quant_type: Any) -> None:
     with raises(ValueError, f"quant_type={quant_type!r} is not supported", "use 'nf4' or 'fp4'"):
         functional.quantize_4bit(GOOD, quant_type=quant_type)
     with raises(ValueError, f"quant_type={quant_type!r} is not supported"):
@@ -128,7 +129,7 @@ def test_shape_must_match_the_packed_bytes() -> None:
     with raises(ValueError, "shape=(10, -20) is not a valid shape", "non-negative ints"):
         functional.dequantize_4bit(PACKED, ABSMAX_64, (10, -20), 64)
     with raises(ValueError, "shape='200' is not a valid shape"):
-        functional.dequantize_4bit(PACKED, ABSMAX_64, "200", 64)
+        functional.dequantize_4bit(PACKED, ABSMAX_64, "200", 64)  # type: ignore[arg-type]
 
 
 def test_valid_arguments_do_reach_the_native_library() -> None:

@@ -131,6 +131,19 @@ def audit_argv(*, wheels: str = "wheels", expect: str = "expect.json", report: s
     return [*STEP, "audit", "--wheels", wheels, "--expect", expect, "--report", report]
 
 
+def pre_release_argv(*, repository: str, commit: str, tag: str, wheels: str = "wheels") -> list[str]:
+    """The pre-release step's command line (rolling GitHub pre-release `tag` of `repository` at `commit`);
+    the token comes from the environment (GITHUB_TOKEN), never from the command line."""
+    return [*STEP, "pre-release", "--wheels", wheels, "--repository", repository, "--commit", commit, "--tag", tag]
+
+
+def publish_argv(*, repository_url: str, skip_existing: bool = True, wheels: str = "wheels") -> list[str]:
+    """The publish step's command line; credentials come from the environment (an API token, or the
+    OIDC request variables of trusted publishing), never from the command line."""
+    argv = [*STEP, "publish", "--wheels", wheels, "--repository-url", repository_url]
+    return [*argv, "--skip-existing"] if skip_existing else argv
+
+
 def job_id(family: Family, version: str | None, platform: str) -> str:
     """The one place job ids come from: `<variant>-<platform>`, e.g. cuda130-linux-x86_64, cpu-macos-arm64."""
     return f"{family.variant_for(version)}-{platform}"

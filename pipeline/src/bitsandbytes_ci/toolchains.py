@@ -1,0 +1,383 @@
+"""What this host can build, and the environment each job's step runs with.
+
+Glossary
+- host: the machine running `bnb-ci`; its platform id (`linux-x86_64`, ...) comes from `host_platform`.
+- installation: a toolkit found on the host: a CUDA root with its nvcc, a ROCm root with its hipcc
+  (or Debian's packaged ROCm in /usr), a oneAPI compiler with its icpx. Each carries the version its
+  compiler reports.
+- decision: per job, either `Runnable` (the full environment to run its step with, and a line naming
+  the toolchain) or `Skip` (a reason naming what is missing, and what was found instead).
+
+Detection (`detect_host`) looks at the environment it is given and at the usual install locations,
+and runs `<compiler> --version` once per installation. Everything after it is pure: `decide(job,
+host, base)` gives the same answer for the same inputs, and `step_environment` builds the base
+environment every step gets (the interpreter running bnb-ci first on PATH, so `python3` has the
+step tools; `bnb_build` importable through PYTHONPATH; SOURCE_DATE_EPOCH).
+
+Worked example, on a Linux x86_64 machine with nvcc 13.0 in /usr/local/cuda:
+
+    host = detect_host(env, python=sys.executable, repo=repo)
+    decide(cuda130_job, host, base)   # Runnable(env={... "CUDACXX": "/usr/local/cuda/bin/nvcc", ...})
+    decide(cuda128_job, host, base)   # Skip("no nvcc 12.8 on this host (found: 13.0 at /usr/local/cuda)")
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .plan import Job
+
+Kind = Literal["cuda", "rocm", "oneapi"]
+
+CUDA_ROOTS_ENV = "BNB_CUDA_ROOTS"
+"""os.pathsep-separated CUDA roots (each holding bin/nvcc) to consider besides the usual places."""
+
+CUDA_WHEELS_PREFIX = ".cuda-wheels/nvidia/cu13"
+"""Where tools/install-cuda-wheels.sh assembles a CUDA 13 toolkit from PyPI wheels (repository-relative)."""
+
+DEBIAN_ROCM_TOOLCHAIN = "cmake/toolchains/debian-rocm.cmake"
+"""CMake toolchain file for Debian's ROCm packages, relative to the job's source folder (CMake resolves a
+relative CMAKE_TOOLCHAIN_FILE against the build folder, then the source folder)."""
+
+OWNED_VARIABLES = (
+    "CUDACXX", "CUDAToolkit_ROOT", "CUDA_PATH", "HIP_PLATFORM", "ROCM_PATH", "CMAKE_TOOLCHAIN_FILE",
+    "PYTHONPATH", "PYTHONHOME", "SOURCE_DATE_EPOCH",
+)  # fmt: skip
+"""Variables the executor decides per job; inherited values are dropped so they cannot pick another toolkit."""
+
+OS_TITLE = {"linux": "Linux", "windows": "Windows", "macos": "macOS"}
+
+_HOST_PLATFORMS = {
+    ("linux", "x86_64"): "linux-x86_64",
+    ("linux", "amd64"): "linux-x86_64",
+    ("linux", "aarch64"): "linux-aarch64",
+    ("linux", "arm64"): "linux-aarch64",
+    ("darwin", "arm64"): "macos-arm64",
+    ("windows", "amd64"): "windows-x64",
+    ("windows", "x86_64"): "windows-x64",
+    ("windows", "arm64"): "windows-arm64",
+}
+_CXX_NAMES = ("c++", "g++", "clang++")
+_VERSION_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Installation:
+    """A toolkit found on the host."""
+
+    kind: Kind
+    version: str  # what its compiler reports: "13.0.88", "5.2.3", "2025.1.0"
+    root: Path  # CUDAToolkit_ROOT, ROCM_PATH, or the oneAPI compiler root
+    compiler: Path  # nvcc, hipcc or icpx
+    origin: str  # where it was found, for messages: "$CUDA_HOME", "PATH", "/usr/local/cuda*", ...
+    layout: Literal["standard", "debian"] = "standard"
+
+    @property
+    def major_minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    def describe(self) -> str:
+        compiler = {"cuda": "nvcc", "rocm": "hipcc", "oneapi": "icpx"}[self.kind]
+        return f"{compiler} {self.version} at {self.root} ({self.origin})"
+
+
+@dataclass(frozen=True)
+class HostToolchains:
+    """Everything detection found; `decide` reads only this."""
+
+    platform: str | None
+    python_dir: Path
+    path: str  # the PATH that was searched
+    cmake: str | None = None
+    ninja: str | None = None
+    ccache: str | None = None
+    cxx: str | None = None
+    cuda: tuple[Installation, ...] = ()
+    rocm: tuple[Installation, ...] = ()
+    oneapi: tuple[Installation, ...] = ()
+
+    def describe(self) -> list[str]:
+        """One line per tool, for the start of a run."""
+        lines = [f"host platform: {self.platform or 'unknown'}", f"python for steps: {self.python_dir}"]
+        for name in ("cmake", "ninja", "ccache", "cxx"):
+            lines.append(f"{name}: {getattr(self, name) or 'not found'}")
+        for kind, found in (("CUDA", self.cuda), ("ROCm", self.rocm), ("oneAPI", self.oneapi)):
+            lines.append(f"{kind}: {', '.join(i.describe() for i in found) or 'none'}")
+        return lines
+
+
+@dataclass(frozen=True)
+class Runnable:
+    env: Mapping[str, str] = field(repr=False)
+    toolchain: str  # e.g. "nvcc 13.0.88 at /usr/local/cuda", for logs and the summary
+    changes: Mapping[str, str] = field(default_factory=dict)  # the variables set for this job, for the log
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+Decision = Runnable | Skip
+
+VersionProbe = Callable[[Sequence[str], Mapping[str, str]], str | None]
+
+
+# ---- host platform ----------------------------------------------------------------------------
+
+
+def host_platform(system: str, machine: str) -> str | None:
+    """The platform id of a host from `platform.system()` and `platform.machine()`; None if unknown."""
+    return _HOST_PLATFORMS.get((system.lower(), machine.lower()))
+
+
+# ---- version parsing (pure) -------------------------------------------------------------------
+
+
+def parse_nvcc_version(text: str) -> str | None:
+    """`nvcc --version` -> "13.0.88" (the V number), or "13.0" when only the release is printed."""
+    m = re.search(r"\bV(\d+\.\d+\.\d+)", text) or re.search(r"release (\d+\.\d+)", text)
+    return m.group(1) if m else None
+
+
+def parse_rocm_version(text: str) -> str | None:
+    """A ROCm/Debian package version ("6.4.1-83", "5.2.3-8") -> "6.4.1"."""
+    m = re.match(r"\s*(\d+\.\d+(?:\.\d+)?)", text)
+    return m.group(1) if m else None
+
+
+def parse_hip_version_header(text: str) -> str | None:
+    """hip/hip_version.h -> "5.2" (major.minor; its patch number is a build number, not the release)."""
+    major = re.search(r"#define HIP_VERSION_MAJOR (\d+)", text)
+    minor = re.search(r"#define HIP_VERSION_MINOR (\d+)", text)
+    return f"{major.group(1)}.{minor.group(1)}" if major and minor else None
+
+
+def parse_icpx_version(text: str) -> str | None:
+    """`icpx --version` ("Intel(R) oneAPI DPC++/C++ Compiler 2025.1.0 (2025.1.0.20250317)") -> "2025.1.0"."""
+    m = re.search(r"Compiler (\d{4}(?:\.\d+)*)", text)
+    return m.group(1) if m else None
+
+
+# ---- detection --------------------------------------------------------------------------------
+
+
+def run_version(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """Run a version query; its stdout+stderr, or None when it cannot run or fails."""
+    try:
+        done = subprocess.run(
+            list(argv), env=dict(env), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=_VERSION_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout + done.stderr if done.returncode == 0 else None
+
+
+def detect_host(
+    env: Mapping[str, str],
+    *,
+    python: str,
+    repo: Path,
+    platform: str | None,
+    probe: VersionProbe = run_version,
+) -> HostToolchains:
+    """Find the tools and toolkits of this host. `python` is the interpreter that runs the steps."""
+    python_dir = Path(python).parent
+    path = os.pathsep.join([str(python_dir), env.get("PATH", os.defpath)])
+    which = _which_in(path)
+    cxx = env.get("CXX") or next((found for name in _CXX_NAMES if (found := which(name))), None)
+    return HostToolchains(
+        platform=platform,
+        python_dir=python_dir,
+        path=path,
+        cmake=which("cmake"),
+        ninja=which("ninja"),
+        ccache=which("ccache"),
+        cxx=cxx,
+        cuda=tuple(_detect_cuda(env, repo, which, probe)),
+        rocm=tuple(_detect_rocm(env, which, probe)),
+        oneapi=tuple(_detect_oneapi(env, which, probe)),
+    )
+
+
+def _which_in(path: str) -> Callable[[str], str | None]:
+    return lambda name: shutil.which(name, path=path)
+
+
+def cuda_root_candidates(env: Mapping[str, str], repo: Path, nvcc_on_path: str | None) -> list[tuple[Path, str]]:
+    """(root, origin) in the order they are preferred; duplicates and invalid roots are removed later."""
+    candidates: list[tuple[Path, str]] = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if env.get(var):
+            candidates.append((Path(env[var]), f"${var}"))
+    candidates += [(Path(p), f"${CUDA_ROOTS_ENV}") for p in env.get(CUDA_ROOTS_ENV, "").split(os.pathsep) if p]
+    if nvcc_on_path:
+        candidates.append((Path(nvcc_on_path).resolve().parent.parent, "PATH"))
+    candidates.append((Path("/usr/local/cuda"), "/usr/local/cuda*"))
+    candidates += [(Path(p), "/usr/local/cuda*") for p in sorted(glob.glob("/usr/local/cuda-*"))]
+    candidates.append((repo / CUDA_WHEELS_PREFIX, "tools/install-cuda-wheels.sh"))
+    return candidates
+
+
+def _is_cuda_root(root: Path) -> bool:
+    """bin/nvcc plus the runtime headers: a wrapper script's folder (e.g. /usr/local) is not a root."""
+    nvcc = root / "bin" / "nvcc"
+    return nvcc.is_file() and os.access(nvcc, os.X_OK) and (root / "include" / "cuda_runtime.h").is_file()
+
+
+def _detect_cuda(env: Mapping[str, str], repo: Path, which: Callable[[str], str | None], probe: VersionProbe) -> Iterable[Installation]:
+    seen: set[Path] = set()
+    for root, origin in cuda_root_candidates(env, repo, which("nvcc")):
+        if not _is_cuda_root(root) or root.resolve() in seen:
+            continue
+        seen.add(root.resolve())
+        nvcc = root / "bin" / "nvcc"
+        version = parse_nvcc_version(probe([str(nvcc), "--version"], env) or "")
+        if version:
+            yield Installation("cuda", version, root, nvcc, origin)
+
+
+def _detect_rocm(env: Mapping[str, str], which: Callable[[str], str | None], probe: VersionProbe) -> Iterable[Installation]:
+    roots = [(Path(env["ROCM_PATH"]), "$ROCM_PATH")] if env.get("ROCM_PATH") else []
+    roots += [(Path(p), "/opt/rocm*") for p in ["/opt/rocm", *sorted(glob.glob("/opt/rocm-*"))]]
+    seen: set[Path] = set()
+    for root, origin in roots:
+        hipcc = root / "bin" / "hipcc"
+        if not hipcc.is_file() or root.resolve() in seen:
+            continue
+        seen.add(root.resolve())
+        version = _rocm_root_version(root)
+        if version:
+            yield Installation("rocm", version, root, hipcc, origin)
+    # Debian's packages (hipcc, libamdhip64-dev) put ROCm in /usr.
+    hipcc_path = which("hipcc")
+    if hipcc_path and Path(hipcc_path).resolve().parent == Path("/usr/bin") and Path("/usr") not in seen:
+        version = parse_rocm_version(probe(["dpkg-query", "-W", "-f=${Version}", "hipcc"], env) or "")
+        header = Path("/usr/include/hip/hip_version.h")
+        if version is None and header.is_file():
+            version = parse_hip_version_header(header.read_text(errors="replace"))
+        if version:
+            yield Installation("rocm", version, Path("/usr"), Path(hipcc_path), "Debian packages", layout="debian")
+
+
+def _rocm_root_version(root: Path) -> str | None:
+    info = root / ".info" / "version"
+    if info.is_file():
+        return parse_rocm_version(info.read_text(errors="replace"))
+    header = root / "include" / "hip" / "hip_version.h"
+    return parse_hip_version_header(header.read_text(errors="replace")) if header.is_file() else None
+
+
+def _detect_oneapi(env: Mapping[str, str], which: Callable[[str], str | None], probe: VersionProbe) -> Iterable[Installation]:
+    candidates = [(Path(p), "PATH") for p in [which("icpx")] if p]
+    oneapi_root = env.get("ONEAPI_ROOT", "/opt/intel/oneapi")
+    candidates += [(Path(p), "oneAPI install") for p in sorted(glob.glob(f"{oneapi_root}/compiler/*/bin/icpx"))]
+    seen: set[Path] = set()
+    for icpx, origin in candidates:
+        if icpx.resolve() in seen:
+            continue
+        seen.add(icpx.resolve())
+        version = parse_icpx_version(probe([str(icpx), "--version"], env) or "")
+        if version:
+            yield Installation("oneapi", version, icpx.parent.parent, icpx, origin)
+
+
+# ---- environments (pure) ----------------------------------------------------------------------
+
+
+def step_environment(env: Mapping[str, str], host: HostToolchains, *, pythonpath: Path, source_date_epoch: str) -> dict[str, str]:
+    """The environment every step starts from: `env` without the variables the executor owns, the
+    interpreter running bnb-ci first on PATH, `bnb_build` importable, SOURCE_DATE_EPOCH set."""
+    result = {k: v for k, v in env.items() if k not in OWNED_VARIABLES}
+    result["PATH"] = host.path
+    result["PYTHONPATH"] = str(pythonpath)
+    result["SOURCE_DATE_EPOCH"] = source_date_epoch
+    return result
+
+
+def decide(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
+    """Whether this host can run `job`, and with which environment (`base` from `step_environment`)."""
+    reason = platform_skip(job, host)
+    if reason is None and host.cmake is None:
+        reason = f"no cmake on PATH ({host.path}); pip install cmake, or put one on PATH"
+    if reason is None and host.cxx is None and job.family != "xpu":
+        reason = f"no C++ compiler ({', '.join(_CXX_NAMES)} or $CXX) on PATH ({host.path})"
+    if reason is not None:
+        return Skip(reason)
+    if job.family == "cpu":
+        return Runnable(dict(base), f"cxx {host.cxx}")
+    if job.family == "cuda":
+        return _cuda(job, host, base)
+    if job.family == "rocm":
+        return _rocm(job, host, base)
+    return _oneapi(job, host, base)
+
+
+def platform_skip(job: Job, host: HostToolchains) -> str | None:
+    """Why a job of another platform cannot run here (None when it can)."""
+    if job.platform == host.platform:
+        return None
+    if job.runner == "native-runner":
+        return f"native-runner job for {job.platform}: needs a {OS_TITLE.get(job.os, job.os)} runner"
+    return (
+        f"{job.platform} job: needs a {OS_TITLE.get(job.os, job.os)} {job.arch} host or a cross toolchain, "
+        f"and this host is {host.platform or 'of an unknown platform'}"
+    )
+
+
+def _wanted(job: Job) -> str:
+    assert job.version is not None, job.id
+    return ".".join(job.version.split(".")[:2])
+
+
+def _with(base: Mapping[str, str], changes: Mapping[str, str], *, path_first: Sequence[Path] = ()) -> tuple[dict[str, str], dict[str, str]]:
+    changes = dict(changes)
+    if path_first:
+        parts = base["PATH"].split(os.pathsep)
+        changes["PATH"] = os.pathsep.join([parts[0], *(str(p) for p in path_first), *parts[1:]])
+    return {**base, **changes}, changes
+
+
+def _cuda(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
+    wanted = _wanted(job)
+    match = next((i for i in host.cuda if i.major_minor == wanted), None)
+    if match is None:
+        found = ", ".join(f"{i.major_minor} at {i.root}" for i in host.cuda) or "none"
+        return Skip(f"no nvcc {wanted} on this host (found: {found})")
+    env, changes = _with(base, {"CUDACXX": str(match.compiler), "CUDAToolkit_ROOT": str(match.root)}, path_first=[match.root / "bin"])
+    return Runnable(env, f"nvcc {match.version} at {match.root}", changes)
+
+
+def _rocm(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
+    wanted = _wanted(job)
+    match = next((i for i in host.rocm if i.major_minor == wanted), None)
+    if match is None:
+        found = ", ".join(f"hipcc {i.version}" for i in host.rocm) or "no hipcc"
+        return Skip(f"no ROCm {wanted} on this host (found {found})")
+    # With nvcc on PATH, hipcc would pick the NVIDIA platform: always ask for AMD.
+    if match.layout == "debian":
+        changes = {"HIP_PLATFORM": "amd", "CMAKE_TOOLCHAIN_FILE": DEBIAN_ROCM_TOOLCHAIN}
+        env, changes = _with(base, changes)
+    else:
+        env, changes = _with(base, {"HIP_PLATFORM": "amd", "ROCM_PATH": str(match.root)}, path_first=[match.root / "bin"])
+    return Runnable(env, f"hipcc {match.version} at {match.root}", changes)
+
+
+def _oneapi(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
+    wanted = (job.version or "").split(".")[0]
+    match = next((i for i in host.oneapi if i.version.split(".")[0] == wanted), None)
+    if match is None:
+        found = ", ".join(f"icpx {i.version} at {i.compiler}" for i in host.oneapi) or "none"
+        return Skip(f"no oneAPI icpx {wanted} on this host (found: {found})")
+    bin_dir = match.compiler.parent
+    env, changes = _with(base, {"CXX": str(match.compiler), "CC": str(bin_dir / "icx")}, path_first=[bin_dir])
+    return Runnable(env, f"icpx {match.version} at {match.compiler}", changes)
