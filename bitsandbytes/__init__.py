@@ -6,7 +6,8 @@
 
 `bitsandbytes.native_library()` says which native library is used and why; the environment
 variables BNB_CUDA_VERSION / BNB_ROCM_VERSION (e.g. ``130``) pick one explicitly.
-`bitsandbytes.reference` computes the same results in plain numpy.
+`bitsandbytes.reference` computes the same results in plain numpy. `bitsandbytes.build_info()`
+says which version and commit an installed pre-release wheel was built from.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from . import functional, reference
 from ._loader import LibraryChoice
 from ._native import native_library
-from ._version import package_version
+from ._version import build_info, package_version
 from .errors import LibraryFallbackWarning, LibraryLoadError, LibraryNotFoundError, NativeError, NativeValueError
 
 __version__ = package_version()
@@ -27,6 +28,7 @@ __all__ = [
     "NativeError",
     "NativeValueError",
     "__version__",
+    "build_info",
     "functional",
     "native_library",
     "reference",

@@ -13,7 +13,8 @@ from bitsandbytes import _native, functional
 def main() -> int:
     choice = bitsandbytes.native_library()
     library = _native.library()
-    print(f"bitsandbytes {bitsandbytes.__version__}")
+    commit = bitsandbytes.build_info().get("commit")
+    print(f"bitsandbytes {bitsandbytes.__version__}" + (f" (commit {commit})" if commit else ""))
     print(f"library: {choice.path}")
     print(f"backend: {library.backend()} (library version {library.version()})")
     print(f"reason:  {choice.reason}")

@@ -254,12 +254,12 @@ def test_arch_override_is_checked_against_the_toolkit(matrix, version: str, arch
 def test_rocm_arch_override(matrix) -> None:
     [job] = plan_jobs(matrix, Selection(backends=("rocm",), versions=("6.4",), archs="gfx942"))
     assert "-DBNB_ROCM_ARCH=gfx942" in job.cmake_args
-    with pytest.raises(SelectionError, match="'75' not understood"):
-        plan_jobs(matrix, Selection(backends=("rocm",), versions=("6.4",), archs="75"))
+    with pytest.raises(SelectionError, match="'gfx9zz' not understood"):
+        plan_jobs(matrix, Selection(backends=("rocm",), versions=("6.4",), archs="gfx9zz"))
 
 
 def test_arch_override_without_gpu_jobs_is_an_error(matrix) -> None:
-    with pytest.raises(SelectionError, match="CUDA and ROCm jobs"):
+    with pytest.raises(SelectionError, match="'75' names cuda archs, and the selection has no such job"):
         plan_jobs(matrix, Selection(backends=("cpu",), archs="75"))
 
 
@@ -310,3 +310,21 @@ def test_expectations_for_the_audit(matrix, jobs) -> None:
 def test_module_docstring_example_runs() -> None:
     result = doctest.testmod(plan_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_archs_override_goes_to_the_jobs_of_its_kind(matrix) -> None:
+    jobs = plan_jobs(matrix, Selection(backends=("cuda", "rocm"), versions=("13.0", "7.2"), platforms=("linux-x86_64",), archs="75;gfx90a"))
+    archs = {job.id: job.archs for job in jobs}
+    assert archs == {"cuda130-linux-x86_64": ["75"], "rocm72-linux-x86_64": ["gfx90a"]}
+
+
+def test_cuda_only_override_leaves_rocm_jobs_their_matrix_lists(matrix) -> None:
+    jobs = plan_jobs(matrix, Selection(backends=("cuda", "rocm"), versions=("13.0", "7.2"), platforms=("linux-x86_64",), archs="75"))
+    rocm = next(job for job in jobs if job.backend == "hip")
+    assert rocm.archs == list(matrix.rocm.archs_for("linux-x86_64", "7.2.4"))
+    assert next(job for job in jobs if job.backend == "cuda").archs == ["75"]
+
+
+def test_override_of_a_kind_the_selection_lacks_is_an_error(matrix) -> None:
+    with pytest.raises(SelectionError, match="'gfx90a' names hip archs, and the selection has no such job"):
+        plan_jobs(matrix, Selection(backends=("cuda",), archs="gfx90a"))

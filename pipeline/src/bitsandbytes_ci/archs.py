@@ -39,6 +39,19 @@ def parse_arch_list(text: str, backend: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+def split_by_backend(text: str) -> dict[str, str]:
+    """{"cuda": "75;90", "hip": "gfx90a"} from "75;gfx90a;90": entries starting with "gfx" are ROCm
+    targets, the others CUDA compute capabilities (each part is checked by parse_arch_list)."""
+    items = [item.strip() for item in text.split(";")]
+    if not text.strip() or any(not item for item in items):
+        msg = f"arch list {text!r} has an empty element; expected e.g. {_SYNTAX['cuda'][1]} or {_SYNTAX['hip'][1]}"
+        raise ValueError(msg)
+    parts: dict[str, list[str]] = {}
+    for item in items:
+        parts.setdefault("hip" if item.startswith("gfx") else "cuda", []).append(item)
+    return {backend: join(group) for backend, group in parts.items()}
+
+
 def base_arch(arch: str) -> str:
     """The arch without a feature suffix: "90a" -> "90"."""
     return arch.rstrip("af") if arch[:1].isdigit() else arch

@@ -1,9 +1,9 @@
 """`bnb-ci`: the pipeline's verbs on the host, with the same names and options as the Dagger functions.
 
 This module parses arguments, loads the matrix, plans the selected jobs and hands an `Invocation` to
-the handler registered for the verb in `HANDLERS`. `plan` is handled here; the build, wheel, audit and
-release verbs belong to the host executor, which registers its functions in the same table. This is the
-only module of the package that reads os.environ; everything else receives `env` explicitly.
+the handler registered for the verb in `HANDLERS`. `plan` is handled here; the build, wheel and audit
+verbs belong to the host executor (verbs.py, local.py); the release verbs to release_verbs.py. This
+is the only module of the package that reads os.environ; everything else receives `env` explicitly.
 """
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import NotAvailableError, PipelineError
-from .listing import format_table, jobs_json
+from .errors import PipelineError
+from .listing import format_table, jobs_json, support_table
+from .local import CACHE_DIR_NAME, DEFAULT_CONCURRENCY
 from .matrix import Matrix, load_matrix
 from .plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
+from .release_verbs import add_options as add_release_options
+from .release_verbs import run_pre_release, run_publish
+from .verbs import HOST_HANDLERS
 
 MATRIX_ENV = "BNB_CI_MATRIX"
 """Environment variable naming a matrix file to use instead of the built-in one (--matrix wins)."""
@@ -57,24 +61,16 @@ class Verb:
 
 VERBS: dict[str, Verb] = {
     "plan": Verb("list the jobs the matrix yields for a selection", options=("select", "json")),
-    "build-cpu": Verb("build the CPU library per platform", family="cpu", options=("out",)),
-    "build-cuda": Verb("build the CUDA libraries", family="cuda", version_option="--cuda-version", options=("out",)),
-    "build-rocm": Verb("build the ROCm libraries", family="rocm", version_option="--rocm-version", options=("out",)),
-    "build-xpu": Verb("build the Intel XPU (SYCL) libraries", family="xpu", version_option="--oneapi-version", options=("out",)),
-    "build-wheels": Verb("pack one wheel per platform from built libraries", options=("out", "libs")),
-    "audit-wheels": Verb("check wheels against the plan (platform tag, libraries, arch lists)", options=("wheels", "out")),
-    "build-all": Verb("build every library, then the wheels, then audit them", options=("select", "out")),
-    "pre-release": Verb("publish the wheels as the rolling pre-release", options=("wheels",)),
-    "publish": Verb("upload the wheels to the package index", options=("wheels",)),
+    "build-cpu": Verb("build the CPU library per platform", family="cpu", options=("out", "host")),
+    "build-cuda": Verb("build the CUDA libraries", family="cuda", version_option="--cuda-version", options=("out", "host")),
+    "build-rocm": Verb("build the ROCm libraries", family="rocm", version_option="--rocm-version", options=("out", "host")),
+    "build-xpu": Verb("build the Intel XPU (SYCL) libraries", family="xpu", version_option="--oneapi-version", options=("out", "host")),
+    "build-wheels": Verb("pack one wheel per platform from built libraries", options=("select", "out", "libs", "host", "keep-going")),
+    "audit-wheels": Verb("check wheels against the plan (platform tag, libraries, arch lists)", options=("select", "wheels", "out", "host")),
+    "build-all": Verb("build every library, then the wheels, then audit them", options=("select", "out", "host", "keep-going")),
+    "pre-release": Verb("publish the wheels as the rolling pre-release", options=("wheels", "select", "release")),
+    "publish": Verb("upload the wheels to the package index", options=("wheels", "select", "release")),
 }
-
-
-def _not_available(invocation: Invocation) -> int:
-    msg = (
-        f"`bnb-ci {invocation.verb}` has no executor in this installation yet; "
-        f"`bnb-ci plan` shows the {len(invocation.jobs)} job(s) it would run"
-    )
-    raise NotAvailableError(msg)
 
 
 def run_plan(invocation: Invocation) -> int:
@@ -82,13 +78,28 @@ def run_plan(invocation: Invocation) -> int:
     if invocation.options.get("json"):
         json.dump(jobs_json(invocation.jobs), out, indent=2)
         out.write("\n")
+    elif invocation.options.get("markdown"):
+        out.write(support_table(invocation.jobs, invocation.wheels) + "\n")
     else:
         out.write(format_table(invocation.jobs, invocation.wheels) + "\n")
     return 0
 
 
-HANDLERS: dict[str, Handler] = {verb: _not_available for verb in VERBS} | {"plan": run_plan}
-"""verb -> function; the host executor replaces the entries it implements."""
+HANDLERS: dict[str, Handler] = {"plan": run_plan, **HOST_HANDLERS, "pre-release": run_pre_release, "publish": run_publish}
+"""verb -> function: `plan` here, the build verbs in verbs.py (the host executor), the release verbs in
+release_verbs.py."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type of --jobs."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"{text!r} is not a positive whole number"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,13 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--backend", action="append", default=[], metavar="NAME", help="cpu, cuda, rocm (hip), xpu; repeat for several (default: all)")
             sub.add_argument("--version", dest="versions", action="append", default=[], metavar="V", help="toolkit version; repeat for several (default: all)")
         if "json" in verb.options:
-            sub.add_argument("--json", action="store_true", help="print the jobs as JSON")
+            output = sub.add_mutually_exclusive_group()
+            output.add_argument("--json", action="store_true", help="print the jobs as JSON")
+            output.add_argument("--markdown", action="store_true", help="print the support matrix as Markdown (as in README.md)")
         if "out" in verb.options:
             sub.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
         if "libs" in verb.options:
-            sub.add_argument("--libs", type=Path, metavar="DIR", help="directory of built libraries (default: the --out directory)")
+            sub.add_argument(
+                "--libs", type=Path, metavar="DIR",
+                help="libraries built earlier (build-<backend> --out DIR); default: build the selected libraries first",
+            )  # fmt: skip
         if "wheels" in verb.options:
             sub.add_argument("--wheels", type=Path, default=Path(DEFAULT_OUT) / "wheels", metavar="DIR", help="directory of wheels")
+        if "host" in verb.options:
+            sub.add_argument("--source", type=Path, default=Path("."), metavar="DIR", help="the checkout to build (default: the current directory)")
+            sub.add_argument("--cache-dir", type=Path, metavar="DIR", help=f"work directories of the jobs (default: <source>/{CACHE_DIR_NAME})")
+            sub.add_argument(
+                "--jobs", type=positive_int, default=DEFAULT_CONCURRENCY, metavar="N",
+                help=f"how many jobs run at the same time (default: {DEFAULT_CONCURRENCY})",
+            )  # fmt: skip
+        if "release" in verb.options:
+            add_release_options(name, sub)
+        if "keep-going" in verb.options:
+            sub.add_argument("--keep-going", action="store_true", help="pack a platform's wheel even when one of its libraries failed")
     return parser
 
 

@@ -26,12 +26,6 @@ class SelectionError(PipelineError):
     exit_code = 2
 
 
-class NotAvailableError(PipelineError):
-    """A verb whose executor is not installed in this build of the pipeline."""
-
-    exit_code = 4
-
-
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """" (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
     import difflib

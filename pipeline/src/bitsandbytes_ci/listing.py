@@ -50,3 +50,25 @@ def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows with every column but the last padded to its widest cell."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
+
+
+def support_table(jobs: Sequence[Job], wheels: Sequence[WheelJob]) -> str:
+    """The support matrix as Markdown (README.md embeds it; a test keeps the two equal)."""
+    lines = ["| platform | wheel tag | built by |", "|---|---|---|"]
+    lines += [f"| {w.platform} | `{w.plat_tag}` | {w.runner} |" for w in wheels]
+    lines += ["", "| backend | toolkit | library | platforms: GPU targets |", "|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.backend, job.version or "-"), []).append(job)
+    for (backend, version), group in sorted(groups.items(), key=lambda item: (item[0][0], _version_key(item[0][1]))):
+        by_archs: dict[str, list[str]] = {}
+        for job in group:
+            by_archs.setdefault(";".join(job.archs) or "-", []).append(job.platform)
+        cells = "<br>".join(f"{', '.join(platforms)}: {archs}" for archs, platforms in by_archs.items())
+        stem = group[0].library.rsplit(".", 1)[0]
+        lines.append(f"| {backend} | {version} | `{stem}` | {cells} |")
+    return "\n".join(lines)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")) if version != "-" else ()

@@ -7,7 +7,8 @@ one. manifest.json is written last: when it is there, everything it lists is com
 
 build-all output (`publish_build_all`):
 
-    DIR/wheels/*.whl    one wheel per platform that was packed (wheels of an earlier run are removed)
+    DIR/libs/<os>/<arch>/<library> (+ .build-info.json)   every library that built
+    DIR/wheels/*.whl    one wheel per platform that was packed (files of an earlier run are removed)
     DIR/audit.md        the audit report (when wheels were audited)
     DIR/manifest.json   artifacts (path, sha256, size) and every job (status, reason, build-info, digest)
     DIR/failures.md     only when something failed
@@ -33,6 +34,8 @@ from .matrix import Matrix
 from .results import JobResult, counts, render_failures
 
 MANIFEST_SCHEMA = 1
+LIBS_SUBDIR = "libs"
+WHEELS_SUBDIR = "wheels"
 BUILD_INFO_SUFFIX = ".build-info.json"
 _TMP_GLOB = ".*.tmp"
 
@@ -210,8 +213,11 @@ def publish_build_all(
     `wheels` holds (wheel file, platform id) pairs from the work directories.
     """
     remove_leftovers(out_dir)
-    wheel_dir = out_dir / "wheels"
     artifacts: list[dict[str, Any]] = []
+    by_name = {r.artifact.name: r.job_id for r in results if r.kind == "library" and r.artifact is not None}
+    for library in publish_libraries(out_dir / LIBS_SUBDIR, results, replace_all=True):
+        artifacts.append(artifact_entry(out_dir, library, job=by_name[library.name]))
+    wheel_dir = out_dir / WHEELS_SUBDIR
     written: set[str] = set()
     for wheel, platform in wheels:
         dest = wheel_dir / wheel.name
@@ -239,10 +245,13 @@ def publish_build_all(
     return path
 
 
-def publish_libraries(out_dir: Path, results: Sequence[JobResult]) -> list[Path]:
-    """Copy each built library and its build-info into `out_dir/<os>/<arch>/`; return the libraries."""
+def publish_libraries(out_dir: Path, results: Sequence[JobResult], *, replace_all: bool = False) -> list[Path]:
+    """Copy each built library and its build-info into `out_dir/<os>/<arch>/`; return the libraries.
+
+    With `replace_all`, `out_dir` belongs to this run: files of earlier runs are removed.
+    """
     remove_leftovers(out_dir)
-    written = []
+    written: list[Path] = []
     for r in results:
         if r.kind != "library" or r.status != "built" or r.artifact is None:
             continue
@@ -252,6 +261,11 @@ def publish_libraries(out_dir: Path, results: Sequence[JobResult]) -> list[Path]
         info = r.artifact.with_name(r.artifact.name + BUILD_INFO_SUFFIX)
         copy_atomic(info, dest.with_name(dest.name + BUILD_INFO_SUFFIX))
         written.append(dest)
+    if replace_all and out_dir.is_dir():
+        keep = {*written, *(w.with_name(w.name + BUILD_INFO_SUFFIX) for w in written)}
+        for old in out_dir.rglob("*"):
+            if old.is_file() and old not in keep:
+                old.unlink()
     return written
 
 
@@ -259,3 +273,20 @@ def publish_file(src: Path, dest: Path) -> Path:
     remove_leftovers(dest.parent)
     copy_atomic(src, dest)
     return dest
+
+
+def publish_wheels(out_dir: Path, wheels: Iterable[tuple[Path, str]], matrix: Matrix) -> list[Path]:
+    """Copy wheels into `out_dir`, replacing earlier wheels of the same platforms; return the copies."""
+    remove_leftovers(out_dir)
+    wheels = list(wheels)
+    platforms = {platform for _, platform in wheels}
+    names = {wheel.name for wheel, _ in wheels}
+    written = []
+    for wheel, _ in wheels:
+        copy_atomic(wheel, out_dir / wheel.name)
+        written.append(out_dir / wheel.name)
+    if out_dir.is_dir():
+        for old in out_dir.glob("*.whl"):
+            if old.name not in names and wheel_platform(old.name, matrix) in platforms:
+                old.unlink()
+    return written

@@ -263,18 +263,27 @@ def _cmake_args(matrix: Matrix, family: Family, platform_id: str, archs: list[st
 
 
 def _override_archs(matrix: Matrix, jobs: list[Job], text: str) -> list[Job]:
-    gpu_jobs = [job for job in jobs if matrix.family(job.family).arch_define]
-    if not gpu_jobs:
-        msg = f"--archs {text!r} applies to CUDA and ROCm jobs, and the selection has none; select one with --backend cuda or rocm"
+    """Replace the arch lists of the GPU jobs: CUDA entries ("75;90") go to CUDA jobs, gfx entries
+    ("gfx90a") to ROCm jobs, so one list can narrow both; a job with no entry of its kind keeps its own."""
+    try:
+        by_backend = arch_lists.split_by_backend(text)
+    except ValueError as e:
+        raise SelectionError(f"--archs: {e}") from None
+    targeted = [job for job in jobs if job.backend in by_backend and matrix.family(job.family).arch_define]
+    if not targeted:
+        msg = (
+            f"--archs {text!r} names {' and '.join(sorted(by_backend))} archs, and the selection has no such job; "
+            "select one with --backend cuda or rocm"
+        )
         raise SelectionError(msg)
     result = []
     for job in jobs:
         family = matrix.family(job.family)
-        if family.arch_define is None or job.version is None:
+        if job not in targeted or job.version is None:
             result.append(job)
             continue
         try:
-            archs = list(family.check_archs(job.version, arch_lists.parse_arch_list(text, job.backend)))
+            archs = list(family.check_archs(job.version, arch_lists.parse_arch_list(by_backend[job.backend], job.backend)))
         except ValueError as e:
             msg = f"--archs for {job.id}: {e}"
             raise SelectionError(msg) from None

@@ -10,12 +10,18 @@ STEPS = {
     "native": "build one native library with CMake",
     "wheel": "pack the libraries of one platform into a wheel",
     "audit": "check wheels against the expected libraries, write a Markdown report",
+    "pre-release": "rename wheels to the stable pre-release version, write body.md and release.json",
+    "github-release": "replace the GitHub pre-release with a pre-release folder (token: $GITHUB_TOKEN)",
+    "publish": "verify wheels, then upload them with twine --skip-existing (token: $PYPI_TOKEN)",
 }
+
+# Steps whose module name differs from the step name.
+MODULES = {"pre-release": "release", "github-release": "github_release"}
 
 
 def usage() -> str:
     lines = ["usage: python3 -m bnb_build <step> [options]", "", "steps:"]
-    lines += [f"  {name:<8} {text}" for name, text in STEPS.items()]
+    lines += [f"  {name:<14} {text}" for name, text in STEPS.items()]
     lines.append("\n'python3 -m bnb_build <step> --help' shows the options of a step.")
     return "\n".join(lines)
 
@@ -29,7 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if step not in STEPS:
         print(f"error: unknown step {step!r}; allowed: {', '.join(STEPS)}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"bnb_build.{step}")
+    module = importlib.import_module(f"bnb_build.{MODULES.get(step, step)}")
     return int(module.main(rest))
 
 

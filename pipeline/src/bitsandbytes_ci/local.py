@@ -1,0 +1,363 @@
+"""The host executor: the planned jobs as subprocesses, each in its own work directory.
+
+Glossary
+- cache root: `<source>/.bnb-cache` unless `--cache-dir` names another; work directories live below
+  `<cache root>/jobs/<job id>/` and are recreated for every run.
+- work directory: `src/` (exactly the job's source subset, `bnb_build.inputs.copy_subset`), `out/`
+  (what the step writes), `log.txt` (the command, the variables set for it, and its whole output).
+  The step runs there with the very argv the plan computed (`Job.native_argv()`, `WheelJob.wheel_argv()`,
+  `audit_argv()`), byte-identical to the Dagger container's; only the environment differs
+  (toolchains.decide). `bnb_build` is importable through PYTHONPATH, never copied into `src/`.
+- result: one `results.JobResult` per job: built, skipped (reason) or failed (exit code, log tail).
+
+Jobs run concurrently up to a limit (`--jobs`, an anyio CapacityLimiter). A failing job never cancels
+the others: every job turns its own failure into a result. Libraries first, then one wheel per
+platform from the libraries that were built, then the audit of those wheels.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from bnb_build import inputs
+
+from .errors import PipelineError
+from .matrix import Matrix
+from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, sha256_file, wheel_tag
+from .plan import Job, WheelJob, audit_argv, expectations
+from .results import LOG_TAIL_LINES, JobResult, Kind
+from .toolchains import Decision, HostToolchains, Runnable, Skip, decide
+
+DEFAULT_CONCURRENCY = 2
+CACHE_DIR_NAME = ".bnb-cache"
+AUDIT_JOB_ID = "audit"
+
+DEFAULT_SOURCE_DATE_EPOCH = "315532800"
+"""SOURCE_DATE_EPOCH when neither the environment nor git gives one: 1980-01-01T00:00:00Z, the
+earliest time a zip entry can hold (the step programs use the same default)."""
+
+SOURCE_MARKERS = ("CMakeLists.txt", "VERSION", "csrc")
+
+
+class SourceError(PipelineError):
+    """The source directory is not a bitsandbytes checkout."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """Everything the executor needs besides the jobs; built once per command (verbs.host_settings)."""
+
+    repo: Path
+    cache_dir: Path
+    concurrency: int
+    host: HostToolchains
+    base_env: Mapping[str, str] = field(repr=False)
+    source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH
+    keep_going: bool = False
+
+
+# ---- settings helpers -------------------------------------------------------------------------
+
+
+def check_source(path: Path) -> Path:
+    path = Path(path).absolute()
+    missing = [name for name in SOURCE_MARKERS if not (path / name).exists()]
+    if missing:
+        msg = (
+            f"--source {path} is not a bitsandbytes checkout (no {', '.join(missing)}); "
+            "run bnb-ci from the repository root or pass --source DIR"
+        )
+        raise SourceError(msg)
+    return path
+
+
+def step_pythonpath() -> Path:
+    """The folder holding the `bnb_build` package that belongs to this bnb-ci."""
+    return Path(inputs.__file__).resolve().parent.parent
+
+
+def source_date_epoch(env: Mapping[str, str], repo: Path) -> str:
+    """SOURCE_DATE_EPOCH from `env`; else the time of the last commit of `repo` (when it is a git
+    checkout and git runs); else DEFAULT_SOURCE_DATE_EPOCH."""
+    value = env.get("SOURCE_DATE_EPOCH", "").strip()
+    if value.isdigit():
+        return value
+    if (repo / ".git").exists() and shutil.which("git", path=env.get("PATH")):
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(repo), "log", "-1", "--format=%ct"], capture_output=True, text=True, timeout=30, check=False, env=dict(env)
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            done = None
+        if done is not None and done.returncode == 0 and done.stdout.strip().isdigit():
+            return done.stdout.strip()
+    return DEFAULT_SOURCE_DATE_EPOCH
+
+
+def work_dir(settings: HostSettings, job_id: str) -> Path:
+    return settings.cache_dir / "jobs" / job_id
+
+
+def fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> tuple[str, ...]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ()
+    return tuple(text.splitlines()[-lines:])
+
+
+# ---- running one step -------------------------------------------------------------------------
+
+
+class Console:
+    """Progress lines on the command's stdout."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def log_header(argv: Sequence[str], cwd: Path, changes: Mapping[str, str], toolchain: str) -> str:
+    lines = [f"+ {subprocess.list2cmdline(list(argv))}", f"cwd: {cwd}", f"toolchain: {toolchain}"]
+    lines += [f"env: {key}={value}" for key, value in sorted(changes.items())]
+    return "\n".join(lines) + "\n\n"
+
+
+async def run_step(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, header: str) -> tuple[int, float]:
+    """Run `argv` in `cwd`, all output to `log`; (exit code, seconds). Never raises for a failing command."""
+    start = time.monotonic()
+    with open(log, "wb") as f:
+        f.write(header.encode("utf-8"))
+        f.flush()
+        try:
+            done = await anyio.run_process(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, check=False)
+            code = done.returncode
+        except OSError as e:
+            f.write(f"cannot start {argv[0]}: {e}\n".encode())
+            code = 127
+    return code, time.monotonic() - start
+
+
+def _failed(job_id: str, kind: Kind, platform: str | None, *, code: int | None, duration: float | None, log: Path | None, reason: str = "") -> JobResult:
+    return JobResult(
+        job_id, kind, "failed", platform, reason=reason, duration_s=duration, exit_code=code,
+        log_tail=log_tail(log) if log else (), log_path=log,
+    )  # fmt: skip
+
+
+# ---- build jobs -------------------------------------------------------------------------------
+
+
+async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, console: Console) -> JobResult:
+    work = fresh_dir(work_dir(settings, job.id))
+    log = work / "log.txt"
+    argv = job.native_argv()
+    try:
+        inputs.copy_subset(settings.repo, job.sources, work / "src")
+    except (inputs.InputError, inputs.UsageError, OSError) as e:  # a missing source file: this job fails, the others go on
+        return _failed(job.id, "library", job.platform, code=None, duration=None, log=None, reason=f"preparing {work / 'src'}: {e}")
+    console.line(f"[{job.id}] start ({decision.toolchain})")
+    code, duration = await run_step(argv, cwd=work, env=decision.env, log=log, header=log_header(argv, work, decision.changes, decision.toolchain))
+    library = work / "out" / job.output_subdir / job.library
+    info_path = library.with_name(library.name + BUILD_INFO_SUFFIX)
+    if code != 0 or not info_path.is_file():
+        reason = "" if code != 0 else f"the step exited 0 but wrote no {info_path.relative_to(work)}"
+        console.line(f"[{job.id}] FAILED (exit code {code}) after {duration:.1f} s; log: {log}")
+        return _failed(job.id, "library", job.platform, code=code, duration=duration, log=log, reason=reason)
+    console.line(f"[{job.id}] built in {duration:.1f} s")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    return JobResult(job.id, "library", "built", job.platform, duration_s=duration, artifact=library, sha256=sha256_file(library), build_info=info, log_path=log)
+
+
+async def run_builds(jobs: Sequence[Job], settings: HostSettings, console: Console) -> list[JobResult]:
+    """Run every job this host can build (concurrently, up to the limit); skip the others with the reason."""
+    decisions: dict[str, Decision] = {job.id: decide(job, settings.host, settings.base_env) for job in jobs}
+    results: dict[str, JobResult] = {
+        job.id: JobResult(job.id, "library", "skipped", job.platform, reason=d.reason)
+        for job in jobs
+        if isinstance((d := decisions[job.id]), Skip)
+    }
+    limiter = anyio.CapacityLimiter(settings.concurrency)
+
+    async def one(job: Job, decision: Runnable) -> None:
+        async with limiter:
+            results[job.id] = await run_build_job(job, decision, settings, console)
+
+    async with anyio.create_task_group() as group:
+        for job in jobs:
+            decision = decisions[job.id]
+            if isinstance(decision, Runnable):
+                group.start_soon(one, job, decision)
+    return [results[job.id] for job in jobs]
+
+
+def libraries_from_dir(jobs: Sequence[Job], libs: Path) -> list[JobResult]:
+    """Build results for libraries built earlier into `libs` (`<os>/<arch>/<library>` + build-info)."""
+    results = []
+    for job in jobs:
+        library = libs / job.output_subdir / job.library
+        info = library.with_name(library.name + BUILD_INFO_SUFFIX)
+        if library.is_file() and info.is_file():
+            results.append(JobResult(
+                job.id, "library", "built", job.platform, artifact=library, sha256=sha256_file(library),
+                build_info=json.loads(info.read_text(encoding="utf-8")), notes=(f"taken from {libs}",),
+            ))  # fmt: skip
+        else:
+            results.append(JobResult(job.id, "library", "skipped", job.platform, reason=f"not in {libs} (no {job.output_subdir}/{job.library} with its build-info)"))
+    return results
+
+
+# ---- wheel jobs -------------------------------------------------------------------------------
+
+
+def wheel_inputs(wheel: WheelJob, builds: Mapping[str, JobResult], *, keep_going: bool) -> tuple[list[JobResult], str | None, tuple[str, ...]]:
+    """(libraries to pack, skip reason or None, notes) for one wheel. Pure."""
+    mine = [builds[i] for i in wheel.build_job_ids if i in builds]
+    built = [r for r in mine if r.status == "built"]
+    failed = [r.job_id for r in mine if r.failed]
+    if not built:
+        return [], f"no library was built for {wheel.platform}", ()
+    if failed and not keep_going:
+        return [], f"{', '.join(failed)} failed; pass --keep-going to pack the {len(built)} library(ies) that were built", ()
+    notes = (f"packed without {', '.join(failed)} (failed), because of --keep-going",) if failed else ()
+    return built, None, notes
+
+
+def prepare_wheel_dir(wheel: WheelJob, libraries: Sequence[JobResult], settings: HostSettings) -> Path:
+    work = fresh_dir(work_dir(settings, wheel.id))
+    libs = work / "libs" / wheel.os / wheel.arch
+    libs.mkdir(parents=True)
+    for r in libraries:
+        assert r.artifact is not None
+        shutil.copyfile(r.artifact, libs / r.artifact.name)
+        info = r.artifact.with_name(r.artifact.name + BUILD_INFO_SUFFIX)
+        shutil.copyfile(info, libs / info.name)
+    inputs.copy_subset(settings.repo, [*wheel.sources, *_existing(settings.repo, wheel.optional_sources)], work / "src")
+    return work
+
+
+def _existing(repo: Path, patterns: Sequence[str]) -> list[str]:
+    """The optional source patterns that select something (a missing optional file is left out)."""
+    return [p for p in patterns if p.endswith("/**") or (repo / p).is_file()]
+
+
+async def run_wheel_job(wheel: WheelJob, libraries: Sequence[JobResult], notes: tuple[str, ...], settings: HostSettings, console: Console) -> JobResult:
+    try:
+        work = await anyio.to_thread.run_sync(prepare_wheel_dir, wheel, libraries, settings)
+    except (inputs.InputError, inputs.UsageError, OSError) as e:
+        return _failed(wheel.id, "wheel", wheel.platform, code=None, duration=None, log=None, reason=f"preparing the wheel work directory: {e}")
+    log = work / "log.txt"
+    argv = wheel.wheel_argv()
+    console.line(f"[{wheel.id}] start ({len(libraries)} library(ies))")
+    code, duration = await run_step(argv, cwd=work, env=settings.base_env, log=log, header=log_header(argv, work, {}, "python"))
+    produced = sorted((work / "out").glob("*.whl"))
+    if code != 0 or len(produced) != 1:
+        reason = "" if code != 0 else f"the step exited 0 but wrote {len(produced)} wheels to out/"
+        console.line(f"[{wheel.id}] FAILED (exit code {code}) after {duration:.1f} s; log: {log}")
+        return _failed(wheel.id, "wheel", wheel.platform, code=code, duration=duration, log=log, reason=reason)
+    tag = wheel_tag(produced[0].name)
+    if tag != wheel.plat_tag:
+        notes = (*notes, f"tagged {tag}, not {wheel.plat_tag}: the libraries built on this host need a newer glibc (the build images keep {wheel.plat_tag})")
+    console.line(f"[{wheel.id}] built {produced[0].name} in {duration:.1f} s")
+    return JobResult(wheel.id, "wheel", "built", wheel.platform, duration_s=duration, artifact=produced[0], sha256=sha256_file(produced[0]), log_path=log, notes=notes)
+
+
+async def run_wheels(wheels: Sequence[WheelJob], builds: Sequence[JobResult], settings: HostSettings, console: Console) -> list[JobResult]:
+    by_id = {r.job_id: r for r in builds}
+    results: dict[str, JobResult] = {}
+    limiter = anyio.CapacityLimiter(settings.concurrency)
+
+    async def one(wheel: WheelJob, libraries: list[JobResult], notes: tuple[str, ...]) -> None:
+        async with limiter:
+            results[wheel.id] = await run_wheel_job(wheel, libraries, notes, settings, console)
+
+    async with anyio.create_task_group() as group:
+        for wheel in wheels:
+            libraries, skip, notes = wheel_inputs(wheel, by_id, keep_going=settings.keep_going)
+            if skip is not None:
+                results[wheel.id] = JobResult(wheel.id, "wheel", "skipped", wheel.platform, reason=skip)
+            else:
+                group.start_soon(one, wheel, libraries, notes)
+    return [results[w.id] for w in wheels]
+
+
+# ---- audit ------------------------------------------------------------------------------------
+
+
+def audit_expectations(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[str, Path]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """expect.json for the wheels that were packed (platform -> wheel), restricted to the libraries that
+    were built; a manylinux tag the wheel step raised for this host's glibc is expected as raised
+    (the audit still checks that no library needs more than the tag promises). Pure."""
+    jobs = [job for job in built_jobs if job.platform in wheels]
+    expect = expectations(matrix, jobs)
+    notes = []
+    for platform, spec in expect["wheels"].items():
+        tag = wheel_tag(wheels[platform].name)
+        if raised_tag(spec["plat_tag"], tag):
+            notes.append(f"{platform}: expecting {tag} (raised from {spec['plat_tag']} for this host's glibc)")
+            spec["plat_tag"] = tag
+    return expect, tuple(notes)
+
+
+async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[str, Path], settings: HostSettings, console: Console) -> JobResult:
+    """Audit `wheels` (platform -> wheel file) against what `built_jobs` built."""
+    if not wheels:
+        return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
+    work = fresh_dir(work_dir(settings, AUDIT_JOB_ID))
+    (work / "wheels").mkdir()
+    for wheel in wheels.values():
+        shutil.copyfile(wheel, work / "wheels" / wheel.name)
+    expect, notes = audit_expectations(matrix, built_jobs, wheels)
+    (work / "expect.json").write_text(render_json(expect), encoding="utf-8")
+    argv = audit_argv()
+    log = work / "log.txt"
+    console.line(f"[{AUDIT_JOB_ID}] start ({len(wheels)} wheel(s))")
+    code, duration = await run_step(argv, cwd=work, env=settings.base_env, log=log, header=log_header(argv, work, {}, "python"))
+    report = work / "audit.md"
+    if code != 0:
+        console.line(f"[{AUDIT_JOB_ID}] FAILED (exit code {code}); log: {log}")
+        result = _failed(AUDIT_JOB_ID, "audit", None, code=code, duration=duration, log=log)
+        return replace(result, artifact=report if report.is_file() else None, notes=notes)
+    console.line(f"[{AUDIT_JOB_ID}] passed in {duration:.1f} s")
+    return JobResult(AUDIT_JOB_ID, "audit", "built", duration_s=duration, artifact=report, sha256=sha256_file(report), log_path=log, notes=notes)
+
+
+def built_jobs(jobs: Sequence[Job], results: Sequence[JobResult]) -> list[Job]:
+    ok = {r.job_id for r in results if r.status == "built"}
+    return [job for job in jobs if job.id in ok]
+
+
+def packed_wheels(results: Sequence[JobResult]) -> dict[str, Path]:
+    return {r.platform: r.artifact for r in results if r.kind == "wheel" and r.status == "built" and r.platform and r.artifact}
+
+
+def input_digests(jobs: Sequence[Job], repo: Path) -> dict[str, str]:
+    """Per job, the digest of its source subset and command line (`bnb_build.inputs.digest`)."""
+    digests = {}
+    for job in jobs:
+        try:
+            digests[job.id] = inputs.digest(repo, inputs.expand(repo, job.sources), {"argv": job.native_argv()})
+        except (inputs.InputError, inputs.UsageError, OSError):  # a missing source file: the job failed or was skipped already
+            continue
+    return digests

@@ -1,0 +1,184 @@
+"""The Dagger module of the pipeline: thin adapters from the plan to containers.
+
+Every function plans its jobs with plan.py (the same selection options as `bnb-ci`), hands each job
+to a stage recipe in `stages/` and returns what the steps produced as a Directory or File. Only Linux
+container jobs run here; Windows and macOS jobs are built on native runners with `bnb-ci` (the plan
+marks them with runner "native-runner"), and naming such a platform here is an error that says so.
+
+Failures: build-all runs every job to the end and always assembles its result (libs/, wheels/,
+audit.md, manifest.json, failures.md). A Dagger function either returns a value or fails, and when it
+fails the CLI exports nothing, so it cannot "write, then fail". Hence: by default build-all (and every
+build-* function) fails after all jobs ran, with failures.md as the error message; with
+`--keep-going` it returns the Directory even when jobs failed, so `export` writes failures.md next to
+whatever did build; the caller (CI) then fails when dist/failures.md exists.
+
+ccache: each build job mounts its own cache volume `bnb-ccache-<job id>`, which persists on the
+engine (a developer's machine keeps it until pruned). Ephemeral CI engines start empty, so the build
+functions take an optional `--ccache` Directory (a snapshot from an earlier run, one folder per job
+id) that seeds each new volume; when it is given, the result carries an updated snapshot in ccache/,
+which CI moves back into its cache before uploading the rest.
+"""
+
+import json
+from typing import Annotated
+
+import dagger
+from dagger import DefaultPath, Doc, Ignore, Name, function, object_type
+
+from .listing import format_table, jobs_json
+from .matrix import Matrix, load_matrix
+from .plan import Job, Selection, expectations, plan_jobs, plan_wheels
+from .stages import fanout, images, release
+from .stages.common import SOURCE_IGNORE
+from .stages.fanout import BuildFailed
+
+Source = Annotated[
+    dagger.Directory,
+    DefaultPath("/"),
+    Ignore(SOURCE_IGNORE),
+    Doc("the repository; each job copies only the files its plan entry names"),
+]
+Platforms = Annotated[list[str] | None, Doc("platform ids, e.g. linux-aarch64 (default: every Linux container platform)")]
+Archs = Annotated[str, Doc('GPU arch list replacing the matrix\'s, e.g. "75;90" or "gfx942" (checked against the toolkit)')]
+Backends = Annotated[list[str] | None, Doc("cpu, cuda, rocm (hip), xpu (default: all)")]
+Versions = Annotated[list[str] | None, Doc("toolkit versions, exact or leading part, e.g. 12.8 (default: all)")]
+Ccache = Annotated[
+    dagger.Directory | None,
+    Doc("ccache snapshot from an earlier result (its ccache/ folder): seeds new per-job cache volumes; the result then carries ccache/"),
+]
+KeepGoing = Annotated[bool, Doc("return the result even when jobs failed (failures.md lists them) instead of failing")]
+
+
+def _select(backends: list[str] | None = None, versions: list[str] | None = None, platforms: list[str] | None = None, archs: str = "") -> Selection:
+    return Selection(backends=tuple(backends or ()), versions=tuple(versions or ()), platforms=tuple(platforms or ()), archs=archs or None)
+
+
+def _container_jobs(selection: Selection) -> tuple[Matrix, list[Job]]:
+    """The selected jobs that build in Linux containers; naming a native-runner platform is an error."""
+    matrix = load_matrix()
+    jobs = plan_jobs(matrix, selection)
+    elsewhere = sorted({job.platform for job in jobs if job.runner != "container"})
+    if selection.platforms and elsewhere:
+        msg = f"{', '.join(elsewhere)} build(s) on native runners, not in containers: run `bnb-ci` there"
+        raise ValueError(msg)
+    container_jobs = [job for job in jobs if job.runner == "container"]
+    if not container_jobs:
+        msg = "the selection has no Linux container job; `dagger call plan` lists the jobs and their runners"
+        raise ValueError(msg)
+    return matrix, container_jobs
+
+
+def _python_image(matrix: Matrix) -> str:
+    return matrix.pinned(matrix.wheel.image)[0]
+
+
+async def _libraries(selection: Selection, source: dagger.Directory, ccache: dagger.Directory | None) -> dagger.Directory:
+    matrix, jobs = _container_jobs(selection)
+    outcome = await fanout.build_libraries(jobs, source, python_image=_python_image(matrix), seed=ccache)
+    if outcome.failures:
+        raise BuildFailed(fanout.failures_md(outcome.failures))
+    return fanout.libraries_result(outcome, jobs)
+
+
+@object_type
+class BitsandbytesCi:
+    """Build, pack, audit and release bitsandbytes from the support matrix, one container per job."""
+
+    @function
+    def plan(self, backend: Backends = None, version: Versions = None, platform: Platforms = None, archs: Archs = "",
+             as_json: Annotated[bool, Name("json"), Doc("print the jobs as JSON")] = False) -> str:  # fmt: skip
+        """List the jobs the matrix yields for a selection (every platform, with its runner and image)."""
+        matrix = load_matrix()
+        jobs = plan_jobs(matrix, _select(backend, version, platform, archs))
+        if as_json:
+            return json.dumps(jobs_json(jobs), indent=2) + "\n"
+        return format_table(jobs, plan_wheels(matrix, jobs)) + "\n"
+
+    @function
+    async def build_cpu(self, source: Source, platform: Platforms = None, ccache: Ccache = None) -> dagger.Directory:
+        """Build the CPU library per Linux platform: <os>/<arch>/libbitsandbytes_cpu.so (+ build-info.json)."""
+        return await _libraries(_select(["cpu"], platforms=platform), source, ccache)
+
+    @function
+    async def build_cuda(self, source: Source, cuda_version: Annotated[str, Doc("e.g. 12.8 (default: all)")] = "",
+                         platform: Platforms = None, archs: Archs = "", ccache: Ccache = None) -> dagger.Directory:  # fmt: skip
+        """Build the CUDA libraries: <os>/<arch>/libbitsandbytes_cuda<MM>.so (+ build-info.json)."""
+        return await _libraries(_select(["cuda"], [cuda_version] if cuda_version else None, platform, archs), source, ccache)
+
+    @function
+    async def build_rocm(self, source: Source, rocm_version: Annotated[str, Doc("e.g. 7.0 (default: all)")] = "",
+                         platform: Platforms = None, archs: Archs = "", ccache: Ccache = None) -> dagger.Directory:  # fmt: skip
+        """Build the ROCm libraries: <os>/<arch>/libbitsandbytes_rocm<MM>.so (+ build-info.json)."""
+        return await _libraries(_select(["rocm"], [rocm_version] if rocm_version else None, platform, archs), source, ccache)
+
+    @function
+    async def build_xpu(self, source: Source, oneapi_version: Annotated[str, Doc("e.g. 2025 (default: all)")] = "",
+                        platform: Platforms = None, ccache: Ccache = None) -> dagger.Directory:  # fmt: skip
+        """Build the Intel XPU (SYCL) libraries: <os>/<arch>/libbitsandbytes_xpu<YEAR>.so (+ build-info.json)."""
+        return await _libraries(_select(["xpu"], [oneapi_version] if oneapi_version else None, platform), source, ccache)
+
+    @function
+    async def build_wheels(self, libs: Annotated[dagger.Directory, Doc("built libraries: <os>/<arch>/libbitsandbytes_*")],
+                           source: Source, platform: Platforms = None) -> dagger.Directory:  # fmt: skip
+        """Pack one wheel per Linux platform from built libraries (py3-none-<platform tag>)."""
+        matrix, jobs = _container_jobs(_select(platforms=platform))
+        wheels = plan_wheels(matrix, jobs)
+        outcome = fanout.Outcome()
+        await fanout.build_wheels(wheels, source, libs, outcome)
+        if outcome.failures:
+            raise BuildFailed(fanout.failures_md(outcome.failures))
+        return fanout.merge(outcome.outputs, [w.id for w in wheels])
+
+    @function
+    async def audit_wheels(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")], source: Source,
+                           platform: Platforms = None, archs: Archs = "", keep_going: KeepGoing = False) -> dagger.File:  # fmt: skip
+        """Check wheels against the plan (platform tag, libraries, arch lists); returns audit.md."""
+        matrix, jobs = _container_jobs(_select(platforms=platform, archs=archs))
+        report, exit_code = await fanout.run_audit(_python_image(matrix), source, wheels, expectations(matrix, jobs))
+        if exit_code != 0 and not keep_going:
+            raise BuildFailed(await report.contents())
+        return report
+
+    @function
+    async def build_all(self, source: Source, platform: Platforms = None, backend: Backends = None, version: Versions = None,
+                        archs: Archs = "", ccache: Ccache = None, keep_going: KeepGoing = False) -> dagger.Directory:  # fmt: skip
+        """Every Linux library, concurrently, then the wheels, then the audit: libs/, wheels/, audit.md,
+        manifest.json, failures.md when something failed (see the module's notes on failures and --keep-going)."""
+        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
+        result, failures = await fanout.build_all(matrix, jobs, plan_wheels(matrix, jobs), source,
+                                                  python_image=_python_image(matrix), seed=ccache)  # fmt: skip
+        if failures and not keep_going:
+            raise BuildFailed(fanout.failures_md(failures))
+        return result
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
+    async def lock_images(self) -> dagger.File:
+        """Resolve every image's digest through the engine; returns images.lock.toml to commit
+        (pipeline/src/bitsandbytes_ci/images.lock.toml)."""
+        matrix = load_matrix()
+        jobs = plan_jobs(matrix)
+        return images.as_file(await images.lock_file([*jobs, *plan_wheels(matrix, jobs)]))
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
+    async def pre_release(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")],
+                          token: Annotated[dagger.Secret, Doc("GitHub token with contents: write")],
+                          repository: Annotated[str, Doc("owner/name of the GitHub repository")],
+                          commit: Annotated[str, Doc("the commit the pre-release points at")], source: Source,
+                          tag: Annotated[str, Doc("the rolling pre-release's tag")] = "continuous-release_main") -> str:  # fmt: skip
+        """Publish the wheels as the rolling GitHub pre-release (step `bnb_build pre-release`)."""
+        image = _python_image(load_matrix())
+        ctr = release.pre_release(image, source, wheels, token=token, repository=repository, commit=commit, tag=tag)
+        return await ctr.stdout()
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
+    async def publish(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")], source: Source,
+                      token: Annotated[dagger.Secret | None, Doc("package index API token")] = None,
+                      oidc_request_url: Annotated[dagger.Secret | None, Doc("trusted publishing: $ACTIONS_ID_TOKEN_REQUEST_URL")] = None,
+                      oidc_request_token: Annotated[dagger.Secret | None, Doc("trusted publishing: $ACTIONS_ID_TOKEN_REQUEST_TOKEN")] = None,
+                      repository_url: Annotated[str, Doc("upload endpoint")] = "https://upload.pypi.org/legacy/",
+                      skip_existing: Annotated[bool, Doc("leave files the index already has")] = True) -> str:  # fmt: skip
+        """Upload the wheels to the package index (step `bnb_build publish`), by token or trusted publishing."""
+        ctr = release.publish(_python_image(load_matrix()), source, wheels, repository_url=repository_url, skip_existing=skip_existing,
+                              token=token, oidc_request_url=oidc_request_url, oidc_request_token=oidc_request_token)  # fmt: skip
+        return await ctr.stdout()
+

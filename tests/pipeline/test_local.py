@@ -1,0 +1,148 @@
+"""bitsandbytes_ci.local: the host executor (work directories, exact step argv, failures, wheels, audit input)."""
+
+from __future__ import annotations
+
+import io
+import platform
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import pytest
+from host_helpers import INJECTED_ERROR, REPO_ROOT, break_cuda_sources, copy_repo, host_env
+
+from bitsandbytes_ci import local
+from bitsandbytes_ci.local import Console, HostSettings, SourceError
+from bitsandbytes_ci.matrix import load_matrix
+from bitsandbytes_ci.plan import Selection, plan_jobs, plan_wheels
+from bitsandbytes_ci.results import JobResult, render_summary
+from bitsandbytes_ci.toolchains import detect_host, host_platform, step_environment
+from bnb_build import inputs
+
+
+def settings_for(repo: Path, cache: Path, *, keep_going: bool = False) -> HostSettings:
+    env = host_env()
+    host = detect_host(env, python=sys.executable, repo=repo, platform=host_platform(platform.system(), platform.machine()))
+    base = step_environment(env, host, pythonpath=local.step_pythonpath(), source_date_epoch=local.DEFAULT_SOURCE_DATE_EPOCH)
+    return HostSettings(repo=repo, cache_dir=cache, concurrency=2, host=host, base_env=base, keep_going=keep_going)
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[HostSettings, list, list[JobResult], str]:
+    """The CPU and CUDA 13.0 jobs (one arch) run on a copy whose CUDA sources do not compile."""
+    root = tmp_path_factory.mktemp("broken")
+    repo = copy_repo(root / "repo")
+    break_cuda_sources(repo)
+    settings = settings_for(repo, root / "cache")
+    jobs = plan_jobs(load_matrix(), Selection(backends=("cpu", "cuda"), platforms=("linux-x86_64",), archs="75"))
+    jobs = [j for j in jobs if j.id in ("cpu-linux-x86_64", "cuda130-linux-x86_64", "cuda128-linux-x86_64")]
+    out = io.StringIO()
+    results = anyio.run(local.run_builds, jobs, settings, Console(out))
+    return settings, jobs, results, out.getvalue()
+
+
+def by_id(results: list[JobResult]) -> dict[str, JobResult]:
+    return {r.job_id: r for r in results}
+
+
+def test_a_failing_job_does_not_stop_the_cpu_job(broken_run) -> None:
+    _, jobs, results, progress = broken_run
+    assert [r.job_id for r in results] == [j.id for j in jobs]  # plan order
+    results = by_id(results)
+    cpu, cuda = results["cpu-linux-x86_64"], results["cuda130-linux-x86_64"]
+    assert cpu.status == "built" and cpu.artifact is not None and cpu.artifact.is_file()
+    assert cpu.sha256 == inputs.file_sha256(cpu.artifact) == cpu.build_info["library_sha256"]  # type: ignore[index]
+    assert cuda.status == "failed" and cuda.exit_code not in (None, 0)
+    assert cuda.log_path is not None and cuda.log_path.is_file()
+    assert 0 < len(cuda.log_tail) <= 20
+    assert INJECTED_ERROR in cuda.log_path.read_text()
+    assert "[cuda130-linux-x86_64] FAILED" in progress
+
+
+def test_summary_lists_built_skipped_and_failed(broken_run) -> None:
+    _, _, results, _ = broken_run
+    summary = render_summary(results)
+    assert "summary: 1 built, 1 skipped, 1 failed" in summary
+    failed_section = summary.split("failed:")[1]
+    assert "cuda130-linux-x86_64" in failed_section and "log: " in failed_section
+    assert "no nvcc 12.8 on this host" in summary.split("skipped:")[1]
+
+
+def test_work_directory_holds_the_source_subset_and_the_exact_argv(broken_run) -> None:
+    settings, jobs, _, _ = broken_run
+    [cpu] = [j for j in jobs if j.id == "cpu-linux-x86_64"]
+    work = local.work_dir(settings, cpu.id)
+    assert inputs.all_files(work / "src") == inputs.expand(settings.repo, cpu.sources)
+    assert not (work / "src" / "pipeline").exists() and not (work / "src" / "csrc" / "cuda").exists()
+    first_line = (work / "log.txt").read_text().splitlines()[0]
+    assert first_line == "+ " + subprocess.list2cmdline(cpu.native_argv())
+    assert (work / "out" / "linux" / "x86_64" / "libbitsandbytes_cpu.so").is_file()
+
+
+def test_the_wheel_of_a_platform_with_a_failed_job_is_skipped_unless_keep_going(broken_run) -> None:
+    _, jobs, results, _ = broken_run
+    [wheel] = plan_wheels(load_matrix(), jobs)
+    builds = by_id(results)
+    libraries, skip, notes = local.wheel_inputs(wheel, builds, keep_going=False)
+    assert libraries == [] and skip is not None
+    assert skip.startswith("cuda130-linux-x86_64 failed") and "--keep-going" in skip
+    libraries, skip, notes = local.wheel_inputs(wheel, builds, keep_going=True)
+    assert [r.job_id for r in libraries] == ["cpu-linux-x86_64"] and skip is None
+    assert notes == ("packed without cuda130-linux-x86_64 (failed), because of --keep-going",)
+
+
+def test_keep_going_packs_the_built_libraries(broken_run) -> None:
+    settings, jobs, results, _ = broken_run
+    settings = replace(settings, keep_going=True)
+    [wheel] = plan_wheels(load_matrix(), jobs)
+    [packed] = anyio.run(local.run_wheels, [wheel], results, settings, Console(io.StringIO()))
+    assert packed.status == "built", (packed.reason, packed.log_tail)
+    assert packed.artifact is not None and packed.artifact.name.startswith("bitsandbytes-")
+    assert packed.notes[0].startswith("packed without cuda130-linux-x86_64")
+
+
+def test_a_wheel_without_built_libraries_is_skipped() -> None:
+    matrix = load_matrix()
+    jobs = plan_jobs(matrix, Selection(backends=("cpu",), platforms=("macos-arm64",)))
+    [wheel] = plan_wheels(matrix, jobs)
+    skipped = {"cpu-macos-arm64": JobResult("cpu-macos-arm64", "library", "skipped", "macos-arm64", reason="x")}
+    assert local.wheel_inputs(wheel, skipped, keep_going=True) == ([], "no library was built for macos-arm64", ())
+
+
+def test_audit_expects_only_built_libraries_and_the_host_raised_tag() -> None:
+    matrix = load_matrix()
+    jobs = plan_jobs(matrix, Selection(backends=("cpu", "cuda"), versions=(), platforms=("linux-x86_64",)))
+    built = [j for j in jobs if j.id in ("cpu-linux-x86_64", "cuda130-linux-x86_64")]
+    wheel = Path("bitsandbytes-0.1.0-py3-none-manylinux_2_34_x86_64.whl")
+    expect, notes = local.audit_expectations(matrix, built, {"linux-x86_64": wheel})
+    spec = expect["wheels"]["linux-x86_64"]
+    assert sorted(spec["libraries"]) == ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so"]
+    assert spec["plat_tag"] == "manylinux_2_34_x86_64"
+    assert notes == ("linux-x86_64: expecting manylinux_2_34_x86_64 (raised from manylinux_2_28_x86_64 for this host's glibc)",)
+    # A tag the wheel step did not raise (or lowered) is expected as planned.
+    expect, notes = local.audit_expectations(matrix, built, {"linux-x86_64": Path("b-0.1.0-py3-none-manylinux_2_17_x86_64.whl")})
+    assert expect["wheels"]["linux-x86_64"]["plat_tag"] == "manylinux_2_28_x86_64" and notes == ()
+
+
+def test_source_date_epoch_from_env_then_git_then_default(tmp_path: Path) -> None:
+    assert local.source_date_epoch({"SOURCE_DATE_EPOCH": "1234"}, tmp_path) == "1234"
+    assert local.source_date_epoch(host_env(), tmp_path) == local.DEFAULT_SOURCE_DATE_EPOCH
+    git_env = host_env() | {"GIT_AUTHOR_DATE": "@1600000000 +0000", "GIT_COMMITTER_DATE": "@1600000000 +0000",
+                            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}  # fmt: skip
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, env=git_env)
+    (tmp_path / "f").write_text("x")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "f"], check=True, env=git_env)
+    subprocess.run(["git", "-C", str(tmp_path), "commit", "-q", "-m", "c"], check=True, env=git_env)
+    assert local.source_date_epoch(host_env(), tmp_path) == "1600000000"
+
+
+def test_source_that_is_not_a_checkout_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"is not a bitsandbytes checkout \(no CMakeLists.txt, VERSION, csrc\); run bnb-ci from the repository root or pass --source DIR"):
+        local.check_source(tmp_path)
+    assert local.check_source(REPO_ROOT) == REPO_ROOT
+
+
+def test_step_programs_come_from_this_pipeline() -> None:
+    assert (local.step_pythonpath() / "bnb_build" / "__main__.py").is_file()
