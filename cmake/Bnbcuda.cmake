@@ -6,6 +6,9 @@
 # fatbin holds SASS for each and PTX for the highest. The library is named after the nvcc
 # version: libbitsandbytes_cuda<MAJOR><MINOR> (13.0.88 -> cuda130).
 set(COMPUTE_CAPABILITY "" CACHE STRING "CUDA architectures, ';'-separated (e.g. \"75;90\"); empty: a default for the nvcc found")
+# nvcc compiles the architectures of one file one after the other unless --threads N is given; N
+# threads do them in parallel (0: one per CPU). The output does not depend on it (benchmarks/nvcc_archs.py).
+set(BNB_NVCC_THREADS "0" CACHE STRING "nvcc --threads: archs compiled in parallel per file (0: one per CPU, 1: one at a time)")
 
 enable_language(CUDA)
 
@@ -75,6 +78,12 @@ function(bnb_configure_backend target)
   # IEEE float division and denormals (nvcc's defaults, stated so a global flag cannot change them).
   target_compile_options(${target} PRIVATE
     "$<$<COMPILE_LANGUAGE:CUDA>:--prec-div=true;--ftz=false;--fmad=false>")
+  if(NOT BNB_NVCC_THREADS MATCHES "^[0-9]+$")
+    message(FATAL_ERROR "BNB_NVCC_THREADS='${BNB_NVCC_THREADS}': expected a whole number (0: one thread per CPU)")
+  endif()
+  if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 11.2 AND NOT BNB_NVCC_THREADS EQUAL 1)
+    target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CUDA>:--threads=${BNB_NVCC_THREADS}>")
+  endif()
   if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 13.0)
     target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CUDA>:--compress-mode=size>")
   endif()

@@ -12,6 +12,20 @@ set(BNB_ROCM_ARCH "gfx90a;gfx942;gfx1100" CACHE STRING "AMD GPU architectures, '
 set(CMAKE_HIP_ARCHITECTURES "${BNB_ROCM_ARCH}")
 enable_language(HIP)
 
+# ROCm's hip-lang package links HIP targets with `--hip-link`, and clang then adds `-rpath <ROCm>/lib`
+# (e.g. /opt/rocm-6.4.4/lib): a run path into the build machine's versioned ROCm, which the wheel must
+# not carry (the ROCm runtime or PyTorch provides libamdhip64). Nothing here needs --hip-link (no
+# relocatable device code): libamdhip64 and the compiler-rt builtins stay linked by hip-lang's targets.
+foreach(_target IN ITEMS hip-lang::device hip::device)
+  if(TARGET ${_target})
+    get_target_property(_options ${_target} INTERFACE_LINK_OPTIONS)
+    if(_options)
+      list(FILTER _options EXCLUDE REGEX "--hip-link")
+      set_property(TARGET ${_target} PROPERTY INTERFACE_LINK_OPTIONS "${_options}")
+    endif()
+  endif()
+endforeach()
+
 # major.minor of the HIP headers the compiler uses (hip/hip_version.h).
 function(_bnb_hip_version out)
   find_file(BNB_HIP_VERSION_HEADER hip/hip_version.h

@@ -6,6 +6,9 @@ volume keys, source subsets and secret handling of each job to the plan.
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
 from typing import Any
 
 import dagger
@@ -13,11 +16,24 @@ import pytest
 from dagger import dag
 from dagger_fake_engine import Call, FakeEngine, Recorded, chain, exec_error, fake_digest, render
 
+from bitsandbytes_ci import cli, release_verbs
 from bitsandbytes_ci.image_lock import load_lock
 from bitsandbytes_ci.main import BitsandbytesCi
 from bitsandbytes_ci.matrix import default_matrix_path, load_matrix
-from bitsandbytes_ci.plan import Job, Selection, audit_argv, plan_jobs, plan_wheels
+from bitsandbytes_ci.plan import (
+    DEFAULT_TAG,
+    Job,
+    Selection,
+    audit_argv,
+    expectations,
+    github_release_argv,
+    plan_jobs,
+    plan_wheels,
+    pre_release_argv,
+    publish_argv,
+)
 from bitsandbytes_ci.stages.fanout import BuildFailed
+from bitsandbytes_ci.stages.packaging import expect_json
 
 
 
@@ -263,27 +279,148 @@ async def test_build_wheels_uses_the_given_libraries(engine: FakeEngine) -> None
     assert render(mounted.args["source"]) == render(libs)
 
 
+# ---- release: pre-release and publish -------------------------------------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RELEASE_STEPS = ("pre-release", "github-release", "publish")
+
+
+def linux_platforms() -> list[str]:
+    return list(dict.fromkeys(job.platform for job in container_jobs()))
+
+
+def release_queries(engine: FakeEngine) -> list[Recorded]:
+    """The queries that ran a release step (a function's result: `sync` of pre-release, `stdout` of publish)."""
+    return [q for q in engine.queries if q.leaf in ("sync", "stdout") and any(a[:4] in (["python3", "-m", "bnb_build", s] for s in RELEASE_STEPS) for a in q.execs())]
+
+
+def secret_names(q: Recorded) -> list[str]:
+    return [c.args["name"] for c in q.named("withSecretVariable")]
+
+
+def expect_file(q: Recorded) -> str:
+    [expect] = [c for c in q.named("withNewFile") if c.args["path"] == "/work/expect.json"]
+    return expect.args["contents"]
+
+
+def host_steps(monkeypatch: pytest.MonkeyPatch, *argv: str) -> list[tuple[list[str], str | None]]:
+    """What `bnb-ci <argv>` runs on the host: each step's argv, with the expect.json it points at
+    (its contents, and its path replaced by the container's relative `expect.json`)."""
+    ran: list[tuple[list[str], str | None]] = []
+
+    def record(step: list[str], invocation: object) -> None:
+        step = list(step)
+        contents = None
+        if "--expect" in step:
+            i = step.index("--expect") + 1
+            contents, step[i] = Path(step[i]).read_text(encoding="utf-8"), "expect.json"
+        ran.append((step, contents))
+
+    monkeypatch.setattr(release_verbs, "run_step", record)
+    platforms = [arg for p in linux_platforms() for arg in ("--platform", p)]
+    assert cli.main_inner([*argv, *platforms], env={}, stdout=io.StringIO()) == 0
+    return ran
+
+
+@pytest.mark.asyncio
+async def test_pre_release_runs_the_shared_command_lines(engine: FakeEngine) -> None:
+    token = dag.set_secret("github", SENTINEL)
+    wheels = dag.directory().with_new_file("x.whl", "")
+    result = await BitsandbytesCi().pre_release(wheels, token, "owner/repo", COMMIT, source())
+    [q] = release_queries(engine)
+    assert q.leaf == "sync" and q.calls[-2] == Call("directory", {"path": "/work/out"}), "the release folder is synced, then returned"
+    assert isinstance(result, dagger.Directory)
+    assert q.execs()[-2:] == [pre_release_argv(commit=COMMIT, repo="owner/repo", tag=DEFAULT_TAG), github_release_argv()]
+    assert q.execs()[-2] == ["python3", "-m", "bnb_build", "pre-release", "--wheels", "wheels", "--out", "out", "--commit", COMMIT,
+                             "--repo", "owner/repo", "--tag", "continuous-release_main", "--expect", "expect.json"]  # fmt: skip
+    assert q.calls[0] == Call("container", {}) and q.calls[1] == Call("from", {"address": load_matrix().pinned(load_matrix().wheel.image)[0]})
+    assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs()))
+    assert set(json.loads(expect_file(q))["wheels"]) == set(linux_platforms())
+    [wheels_dir] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/wheels"]
+    assert wheels_dir.args["include"] == ["*.whl"]
+    # the token: a secret variable, set after the pre-release step (which needs none), before github-release
+    names = [c.name if c.name == "withExec" else f"secret:{c.args['name']}" for c in q.calls if c.name in ("withExec", "withSecretVariable")]
+    assert names[-3:] == ["withExec", "secret:GITHUB_TOKEN", "withExec"] and names.count("secret:GITHUB_TOKEN") == 1
+    [secret] = q.named("withSecretVariable")
+    assert isinstance(secret.args["secret"], dagger.Secret)
+    assert "GITHUB_TOKEN" not in env(q) and SENTINEL not in engine.all_text(secrets=False)
+
+
+@pytest.mark.asyncio
+async def test_pre_release_matches_the_host_verb(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheels = dag.directory().with_new_file("x.whl", "")
+    await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(), tag="nightly")
+    [q] = release_queries(engine)
+    host = host_steps(monkeypatch, "pre-release", "--wheels", "wheels", "--out", "out", "--commit", COMMIT, "--repo", "owner/repo", "--tag", "nightly", "--upload")
+    assert [argv for argv, _ in host] == q.execs()[-2:]
+    assert host[0][1] == expect_file(q), "the same expect.json on the host and in the container"
+
+
+@pytest.mark.asyncio
+async def test_pre_release_selection_narrows_the_expected_wheels(engine: FakeEngine) -> None:
+    wheels = dag.directory().with_new_file("x.whl", "")
+    await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(),
+                                       platform=["linux-x86_64"], backend=["cpu"])  # fmt: skip
+    [q] = release_queries(engine)
+    expected = json.loads(expect_file(q))
+    assert list(expected["wheels"]) == ["linux-x86_64"]
+    assert list(expected["wheels"]["linux-x86_64"]["libraries"]) == ["libbitsandbytes_cpu.so"]
+    engine.queries.clear()
+    with pytest.raises(ValueError, match="native runners"):
+        await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(), platform=["windows-x64"])
+    assert not release_queries(engine)
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.asyncio
+async def test_publish_runs_the_shared_command_line(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, trusted: bool) -> None:
+    secret = dag.set_secret("credential", SENTINEL)
+    wheels = dag.directory().with_new_file("x.whl", "")
+    url = "https://test.pypi.org/legacy/"
+    if trusted:
+        out = await BitsandbytesCi().publish(wheels, source(), oidc_request_url=secret, oidc_request_token=secret, repository_url=url)
+    else:
+        out = await BitsandbytesCi().publish(wheels, source(), token=secret, repository_url=url)
+    [q] = release_queries(engine)
+    assert q.leaf == "stdout" and out.startswith("<stdout")
+    assert q.execs()[-1] == publish_argv(repository_url=url, trusted_publishing=trusted)
+    assert ("--trusted-publishing" in q.execs()[-1]) is trusted and "--skip-existing" not in q.execs()[-1]
+    assert secret_names(q) == (["ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"] if trusted else ["PYPI_TOKEN"])
+    assert all(isinstance(c.args["secret"], dagger.Secret) for c in q.named("withSecretVariable"))
+    assert not {"PYPI_TOKEN", "TWINE_PASSWORD", "TWINE_USERNAME"} & set(env(q))
+    assert ["python3", "-m", "pip", "install", "-c", "/opt/bnb/step-requirements.txt", "twine"] in q.execs()
+    assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs()))
+    host = host_steps(monkeypatch, "publish", "--wheels", "wheels", "--repository-url", url, *(["--trusted-publishing"] if trusted else []))
+    assert host == [(q.execs()[-1], expect_file(q))], "the host verb runs the same command with the same expect.json"
+    assert SENTINEL not in engine.all_text(secrets=False)
+
+
 @pytest.mark.parametrize("how", ["set_secret", "env"])
 @pytest.mark.asyncio
 async def test_secrets_never_appear_in_queries(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     monkeypatch.setenv("BNB_TEST_TOKEN", SENTINEL)
     token = dag.set_secret("token", SENTINEL) if how == "set_secret" else dag.secret("env://BNB_TEST_TOKEN")
     wheels = dag.directory().with_new_file("x.whl", "")
-    await BitsandbytesCi().pre_release(wheels, token, "owner/repo", "0123abc", source())
+    await BitsandbytesCi().pre_release(wheels, token, "owner/repo", COMMIT, source())
     await BitsandbytesCi().publish(wheels, source(), token=token)
     await BitsandbytesCi().publish(wheels, source(), oidc_request_url=token, oidc_request_token=token)
     text = engine.all_text(secrets=False)
     assert SENTINEL not in text
     assert not engine.leaves("plaintext")
-    names = [c.args["name"] for q in engine.leaves("stdout") for c in q.named("withSecretVariable")]
-    assert names == ["GITHUB_TOKEN", "TWINE_PASSWORD", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
-    for q in engine.leaves("stdout"):
+    queries = release_queries(engine)
+    assert [secret_names(q) for q in queries] == [["GITHUB_TOKEN"], ["PYPI_TOKEN"], ["ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"]]
+    for q in queries:
         assert all(isinstance(c.args["secret"], dagger.Secret) for c in q.named("withSecretVariable"))
-    commands = [q.execs()[-1][3] for q in engine.leaves("stdout")]
-    assert commands == ["pre-release", "publish", "publish"]
+    assert [q.execs()[-1][3] for q in queries] == ["github-release", "publish", "publish"]
 
 
 @pytest.mark.asyncio
-async def test_publish_needs_a_credential(engine: FakeEngine) -> None:
+async def test_publish_needs_exactly_one_kind_of_credential(engine: FakeEngine) -> None:
+    secret = dag.set_secret("credential", SENTINEL)
     with pytest.raises(ValueError, match="--token"):
         await BitsandbytesCi().publish(dag.directory(), source())
+    with pytest.raises(ValueError, match="both --oidc-request-url and --oidc-request-token"):
+        await BitsandbytesCi().publish(dag.directory(), source(), oidc_request_url=secret)
+    with pytest.raises(ValueError, match="not both"):
+        await BitsandbytesCi().publish(dag.directory(), source(), token=secret, oidc_request_url=secret, oidc_request_token=secret)
+    assert not release_queries(engine)

@@ -89,8 +89,8 @@ EXPECTED: dict[str, list[str]] = {
     "audit_wheels": ["wheels", "source", "platform", "archs", "keep_going"],
     "build_all": ["source", "platform", "backend", "version", "archs", "ccache", "keep_going"],
     "lock_images": [],
-    "pre_release": ["wheels", "token", "repository", "commit", "source", "tag"],
-    "publish": ["wheels", "source", "token", "oidc_request_url", "oidc_request_token", "repository_url", "skip_existing"],
+    "pre_release": ["wheels", "token", "repository", "commit", "source", "tag", "platform", "backend", "version", "archs"],
+    "publish": ["wheels", "source", "token", "oidc_request_url", "oidc_request_token", "repository_url", "platform", "backend", "version", "archs"],
 }
 
 
@@ -123,8 +123,8 @@ def test_types_defaults_and_caching(module: dict[str, Any]) -> None:
     fns = module["functions"]
     assert {n: fns[n]["returns"] for n in fns if n} == {
         "plan": "<class 'str'>", "lock_images": "<class 'dagger.File'>", "audit_wheels": "<class 'dagger.File'>",
-        "pre_release": "<class 'str'>", "publish": "<class 'str'>",
-        **{n: "<class 'dagger.Directory'>" for n in ("build_cpu", "build_cuda", "build_rocm", "build_xpu", "build_wheels", "build_all")},
+        "publish": "<class 'str'>",
+        **{n: "<class 'dagger.Directory'>" for n in ("build_cpu", "build_cuda", "build_rocm", "build_xpu", "build_wheels", "build_all", "pre_release")},
     }  # fmt: skip
     assert {n for n in fns if fns[n]["cache"] == "never"} == {"lock_images", "pre_release", "publish"}
     all_args = fns["build_all"]["args"]
@@ -136,6 +136,23 @@ def test_types_defaults_and_caching(module: dict[str, Any]) -> None:
     assert fns["publish"]["args"]["oidc_request_url"]["type"] == "dagger.Secret | None"
     assert fns["pre_release"]["args"]["token"] == {**fns["pre_release"]["args"]["token"], "type": "<class 'dagger.Secret'>", "optional": False}
     assert fns["pre_release"]["args"]["tag"]["default"] == '"continuous-release_main"'
+
+
+def test_release_functions(module: dict[str, Any]) -> None:
+    """pre-release and publish: required and optional secrets, the plan selection of build-all, nothing else."""
+    pre, publish = module["functions"]["pre_release"]["args"], module["functions"]["publish"]["args"]
+    for name in ("wheels", "repository", "commit"):
+        assert not pre[name]["optional"], name
+    assert pre["wheels"]["type"] == publish["wheels"]["type"] == "<class 'dagger.Directory'>"
+    assert pre["repository"]["type"] == pre["commit"]["type"] == "<class 'str'>"
+    for name in ("token", "oidc_request_url", "oidc_request_token"):
+        assert publish[name]["type"] == "dagger.Secret | None" and publish[name]["optional"] and publish[name]["default"] == "null", name
+    assert publish["repository_url"]["default"] == '"https://upload.pypi.org/legacy/"'
+    assert "skip_existing" not in publish, "the step always skips files the index already has"
+    selection = module["functions"]["build_all"]["args"]
+    for args in (pre, publish):
+        for name in ("platform", "backend", "version", "archs"):
+            assert args[name]["type"] == selection[name]["type"] and args[name]["default"] == selection[name]["default"], name
 
 
 def test_sdk_registration_dry_run() -> None:

@@ -36,6 +36,7 @@ def test_triggers_and_concurrency(workflow: dict[str, Any]) -> None:
     assert on["push"]["branches"] == ["**"] and on["pull_request"]["branches"] == ["main"]
     assert {"csrc/**", "pipeline/**", "CMakeLists.txt", "pyproject.toml", "tests/**"} <= set(on["pull_request"]["paths"])
     assert on["release"]["types"] == ["published"]
+    assert on["push"]["tags"] == ["*"], "with a branch filter only, a pushed tag would start no run (and publish nothing)"
     assert workflow["concurrency"]["cancel-in-progress"] is True
     assert "github.workflow" in workflow["concurrency"]["group"] and "pull_request.number" in workflow["concurrency"]["group"]
     assert workflow["permissions"] == {"contents": "read"}
@@ -74,3 +75,32 @@ def test_release_jobs_call_the_module_with_narrow_permissions(workflow: dict[str
     for name, job in jobs.items():
         if name != "pre-release":
             assert job.get("permissions", {}).get("contents") != "write", name
+
+
+UPSTREAM = "github.repository == 'bitsandbytes-foundation/bitsandbytes'"
+
+
+def test_release_jobs_are_one_dagger_call_on_the_build_artifact(workflow: dict[str, Any]) -> None:
+    jobs = workflow["jobs"]
+    artifact = next(s for s in jobs["build"]["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@"))["with"]["name"]
+    pre, publish = jobs["pre-release"], jobs["publish"]
+    assert "github.event_name == 'push'" in pre["if"] and "github.ref == 'refs/heads/main'" in pre["if"] and UPSTREAM in pre["if"]
+    assert "github.event_name == 'push'" in publish["if"] and "startsWith(github.ref, 'refs/tags/')" in publish["if"] and UPSTREAM in publish["if"]
+    for job in (pre, publish):
+        assert job["needs"] == "build"
+        uses = [str(s.get("uses", "")) for s in job["steps"]]
+        [download] = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/download-artifact@")]
+        assert download["with"] == {"name": artifact, "path": "dist"}
+        [step] = dagger_steps(job)
+        assert uses.index(download["uses"]) < uses.index(step["uses"])
+        assert not [s for s in job["steps"] if "run" in s], "the module does the work: no shell steps"
+        assert "--wheels=dist/wheels" in step["with"]["call"].split()
+        assert step["uses"] == dagger_steps(jobs["build"])[0]["uses"]
+    pre_call = dagger_steps(pre)[0]["with"]["call"].split()
+    assert "--repository=${{" in " ".join(pre_call) and "--commit=${{ github.sha }}" in " ".join(pre_call)
+    assert dagger_steps(pre)[0]["env"] == {"GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}"}
+    publish_step = dagger_steps(publish)[0]
+    call = publish_step["with"]["call"].split()
+    assert "--oidc-request-url=env://ACTIONS_ID_TOKEN_REQUEST_URL" in call and "--token" not in " ".join(call)
+    assert "env" not in publish_step, "the runner sets the OIDC request variables itself (id-token: write)"
+    assert "--skip-existing" not in call

@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import PipelineError
+from .doctor import run_doctor
+from .errors import MatrixError, PipelineError
 from .listing import format_table, jobs_json, support_table
-from .local import CACHE_DIR_NAME, DEFAULT_CONCURRENCY
+from .local import CACHE_DIR_NAME, DEFAULT_CONCURRENCY, DEFAULT_SOURCE_DATE_EPOCH
 from .matrix import Matrix, load_matrix
 from .plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
 from .release_verbs import add_options as add_release_options
@@ -30,6 +32,9 @@ MATRIX_ENV = "BNB_CI_MATRIX"
 """Environment variable naming a matrix file to use instead of the built-in one (--matrix wins)."""
 
 DEFAULT_OUT = "bnb-out"
+
+INTERRUPTED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+"""Exit code after an interruption: 128 + the signal number, as a shell reports a process it killed."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {
-    "plan": Verb("list the jobs the matrix yields for a selection", options=("select", "json")),
+    "plan": Verb("list the jobs the matrix yields for a selection", options=("select", "json", "digest")),
     "build-cpu": Verb("build the CPU library per platform", family="cpu", options=("out", "host")),
     "build-cuda": Verb("build the CUDA libraries", family="cuda", version_option="--cuda-version", options=("out", "host")),
     "build-rocm": Verb("build the ROCm libraries", family="rocm", version_option="--rocm-version", options=("out", "host")),
@@ -70,13 +75,15 @@ VERBS: dict[str, Verb] = {
     "build-all": Verb("build every library, then the wheels, then audit them", options=("select", "out", "host", "keep-going")),
     "pre-release": Verb("publish the wheels as the rolling pre-release", options=("wheels", "select", "release")),
     "publish": Verb("upload the wheels to the package index", options=("wheels", "select", "release")),
+    "doctor": Verb("list this host's toolkits, the jobs they let bnb-ci build here, and how to install the missing ones"),
 }
 
 
 def run_plan(invocation: Invocation) -> int:
     out = invocation.stdout
     if invocation.options.get("json"):
-        json.dump(jobs_json(invocation.jobs), out, indent=2)
+        source = invocation.options.get("source")
+        json.dump(jobs_json(invocation.jobs) if source is None else jobs_with_digests(invocation, Path(source)), out, indent=2)
         out.write("\n")
     elif invocation.options.get("markdown"):
         out.write(support_table(invocation.jobs, invocation.wheels) + "\n")
@@ -85,9 +92,39 @@ def run_plan(invocation: Invocation) -> int:
     return 0
 
 
-HANDLERS: dict[str, Handler] = {"plan": run_plan, **HOST_HANDLERS, "pre-release": run_pre_release, "publish": run_publish}
+def jobs_with_digests(invocation: Invocation, source: Path) -> list[dict[str, Any]]:
+    """`plan --json --source DIR`: every job with its input set and digest (`Job.input_digest`), then
+    every wheel job with its digest (over the digests of the libraries it packs and the default
+    SOURCE_DATE_EPOCH)."""
+    from .local import check_source
+
+    repo = check_source(source)
+    entries = jobs_json(invocation.jobs)
+    digests = {job.id: job.input_digest(repo) for job in invocation.jobs}
+    for entry, job in zip(entries, invocation.jobs):
+        entry["inputs"] = job.inputs()
+        entry["input_digest"] = digests[job.id]
+    for wheel in invocation.wheels:
+        libraries = {i: digests[i] for i in wheel.build_job_ids}
+        entries.append({
+            "id": wheel.id, "kind": "wheel", "platform": wheel.platform,
+            "inputs": wheel.inputs(libraries=libraries, source_date_epoch=DEFAULT_SOURCE_DATE_EPOCH),
+            "input_digest": wheel.input_digest(repo, libraries=libraries, source_date_epoch=DEFAULT_SOURCE_DATE_EPOCH),
+        })  # fmt: skip
+    return entries
+
+
+HANDLERS: dict[str, Handler] = {"plan": run_plan, **HOST_HANDLERS, "pre-release": run_pre_release, "publish": run_publish, "doctor": run_doctor}
 """verb -> function: `plan` here, the build verbs in verbs.py (the host executor), the release verbs in
 release_verbs.py."""
+
+
+def source_date_epoch_arg(text: str) -> str:
+    """argparse type of --source-date-epoch: whole seconds since 1970-01-01 UTC."""
+    if not text.strip().isdigit():
+        msg = f"{text!r} is not a whole number of seconds since 1970-01-01 UTC"
+        raise argparse.ArgumentTypeError(msg)
+    return str(int(text.strip()))
 
 
 def positive_int(text: str) -> int:
@@ -135,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
                 "--jobs", type=positive_int, default=DEFAULT_CONCURRENCY, metavar="N",
                 help=f"how many jobs run at the same time (default: {DEFAULT_CONCURRENCY})",
             )  # fmt: skip
+        if "host" in verb.options and name != "audit-wheels":
+            sub.add_argument(
+                "--source-date-epoch", type=source_date_epoch_arg, metavar="SECONDS",
+                help=f"SOURCE_DATE_EPOCH of the wheels (default: {DEFAULT_SOURCE_DATE_EPOCH}, as in Dagger; "
+                "e.g. \"$(git log -1 --format=%%ct)\" for the commit time)",
+            )  # fmt: skip
+        if "digest" in verb.options:
+            sub.add_argument(
+                "--source", type=Path, metavar="DIR",
+                help="with --json: add each job's input digest and input set, computed from this checkout",
+            )  # fmt: skip
         if "release" in verb.options:
             add_release_options(name, sub)
         if "keep-going" in verb.options:
@@ -163,7 +211,13 @@ def main_inner(
     env = dict(os.environ) if env is None else env
     args = build_parser().parse_args(argv)
     matrix_path = args.matrix or env.get(MATRIX_ENV) or None
-    matrix = load_matrix(matrix_path)
+    try:
+        matrix = load_matrix(matrix_path)
+    except MatrixError as e:
+        if args.matrix or not matrix_path:
+            raise
+        msg = f"${MATRIX_ENV}={matrix_path}: {e}; fix the file, or unset {MATRIX_ENV} to use the built-in matrix"
+        raise MatrixError(msg) from None
     selection = selection_for(args.verb, args)
     jobs = plan_jobs(matrix, selection)
     options = {k: v for k, v in vars(args).items() if k not in {"verb", "matrix", "platform", "archs", "backend", "version", "versions"}}
@@ -181,12 +235,37 @@ def main_inner(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: prints a PipelineError and returns its exit code."""
+    """Console entry point: prints a PipelineError and returns its exit code.
+
+    SIGTERM is handled like Ctrl-C (SIGINT): the running jobs are cancelled, their processes stopped
+    and their partial work removed (local.run_step); then bnb-ci exits with 128 + the signal number.
+    """
+    received: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        received.append(signum)
+        sigint = signal.getsignal(signal.SIGINT)  # asyncio's while jobs run: it cancels them
+        if callable(sigint):
+            sigint(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return main_inner(argv)
     except PipelineError as e:
         print(f"bnb-ci: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        sig = signal.SIGTERM if received else signal.SIGINT
+        print(
+            f"bnb-ci: interrupted ({signal.Signals(sig).name}): running jobs were stopped and their partial work removed; "
+            "the output directory holds only complete files. Run the same command again to go on.",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_EXIT[sig]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -18,22 +18,26 @@ platform from the libraries that were built, then the audit of those wheels.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 
 from bnb_build import inputs
 
+from . import artifact_cache
 from .errors import PipelineError
 from .matrix import Matrix
 from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, sha256_file, wheel_tag
 from .plan import Job, WheelJob, audit_argv, expectations
+from .progress import Progress
 from .results import LOG_TAIL_LINES, JobResult, Kind
 from .toolchains import Decision, HostToolchains, Runnable, Skip, decide
 
@@ -41,9 +45,9 @@ DEFAULT_CONCURRENCY = 2
 CACHE_DIR_NAME = ".bnb-cache"
 AUDIT_JOB_ID = "audit"
 
-DEFAULT_SOURCE_DATE_EPOCH = "315532800"
-"""SOURCE_DATE_EPOCH when neither the environment nor git gives one: 1980-01-01T00:00:00Z, the
-earliest time a zip entry can hold (the step programs use the same default)."""
+DEFAULT_SOURCE_DATE_EPOCH = inputs.DEFAULT_SOURCE_DATE_EPOCH
+"""SOURCE_DATE_EPOCH unless `--source-date-epoch` gives one: 1980-01-01T00:00:00Z, the earliest time a
+zip entry can hold; the same value as the Dagger functions' and the step programs' default."""
 
 SOURCE_MARKERS = ("CMakeLists.txt", "VERSION", "csrc")
 
@@ -87,22 +91,18 @@ def step_pythonpath() -> Path:
     return Path(inputs.__file__).resolve().parent.parent
 
 
-def source_date_epoch(env: Mapping[str, str], repo: Path) -> str:
-    """SOURCE_DATE_EPOCH from `env`; else the time of the last commit of `repo` (when it is a git
-    checkout and git runs); else DEFAULT_SOURCE_DATE_EPOCH."""
-    value = env.get("SOURCE_DATE_EPOCH", "").strip()
-    if value.isdigit():
-        return value
-    if (repo / ".git").exists() and shutil.which("git", path=env.get("PATH")):
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(repo), "log", "-1", "--format=%ct"], capture_output=True, text=True, timeout=30, check=False, env=dict(env)
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            done = None
-        if done is not None and done.returncode == 0 and done.stdout.strip().isdigit():
-            return done.stdout.strip()
-    return DEFAULT_SOURCE_DATE_EPOCH
+def source_date_epoch(value: str | None = None) -> str:
+    """The run's SOURCE_DATE_EPOCH: `value` (from `--source-date-epoch`) when given, else
+    DEFAULT_SOURCE_DATE_EPOCH. Neither the environment nor git is read, so a build here gives the
+    bytes of a Dagger build of the same sources; whoever wants the commit time passes it explicitly
+    (`--source-date-epoch "$(git log -1 --format=%ct)"`)."""
+    if value is None or str(value).strip() == "":
+        return DEFAULT_SOURCE_DATE_EPOCH
+    text = str(value).strip()
+    if not text.isdigit():
+        msg = f"--source-date-epoch {value!r} is not a whole number of seconds since 1970-01-01 UTC"
+        raise SourceError(msg)
+    return str(int(text))
 
 
 def work_dir(settings: HostSettings, job_id: str) -> Path:
@@ -127,15 +127,8 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> tuple[str, ...]:
 # ---- running one step -------------------------------------------------------------------------
 
 
-class Console:
-    """Progress lines on the command's stdout."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+class Console(Progress):
+    """Progress on the command's stdout: event lines, plus a redrawn status line on a terminal (progress.py)."""
 
 
 def log_header(argv: Sequence[str], cwd: Path, changes: Mapping[str, str], toolchain: str) -> str:
@@ -144,18 +137,55 @@ def log_header(argv: Sequence[str], cwd: Path, changes: Mapping[str, str], toolc
     return "\n".join(lines) + "\n\n"
 
 
-async def run_step(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, header: str) -> tuple[int, float]:
-    """Run `argv` in `cwd`, all output to `log`; (exit code, seconds). Never raises for a failing command."""
-    start = time.monotonic()
-    with open(log, "wb") as f:
-        f.write(header.encode("utf-8"))
-        f.flush()
+STOP_GRACE_S = 5.0
+"""How long an interrupted step's processes get to exit after SIGTERM before they are killed."""
+
+
+async def stop_process_group(process: anyio.abc.Process, grace_s: float = STOP_GRACE_S) -> None:
+    """End a step and every process it started (its own process group): SIGTERM, then SIGKILL."""
+    if not hasattr(os, "killpg"):  # Windows: no process groups to signal
+        process.kill()
+        await process.wait()
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            done = await anyio.run_process(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, check=False)
-            code = done.returncode
-        except OSError as e:
-            f.write(f"cannot start {argv[0]}: {e}\n".encode())
-            code = 127
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        if sig == signal.SIGTERM:
+            with anyio.move_on_after(grace_s):
+                await process.wait()
+    await process.wait()
+
+
+async def run_step(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, header: str) -> tuple[int, float]:
+    """Run `argv` in `cwd`, all output to `log`; (exit code, seconds). Never raises for a failing command.
+
+    The step runs in a process group of its own. When the run is interrupted (Ctrl-C, SIGTERM: the
+    task is cancelled), the whole group is stopped and `cwd`, the job's work directory, is removed,
+    so no partial output is left behind; the cancellation then goes on."""
+    start = time.monotonic()
+    try:
+        with open(log, "wb") as f:
+            f.write(header.encode("utf-8"))
+            f.flush()
+            try:
+                process = await anyio.open_process(
+                    list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            except OSError as e:
+                f.write(f"cannot start {argv[0]}: {e}\n".encode())
+                return 127, time.monotonic() - start
+            try:
+                code = await process.wait()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stop_process_group(process)
+                raise
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, cwd, True)
+        raise
     return code, time.monotonic() - start
 
 
@@ -170,21 +200,62 @@ def _failed(job_id: str, kind: Kind, platform: str | None, *, code: int | None, 
 
 
 async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, console: Console) -> JobResult:
+    """The job's library from the artifact cache when its input digest has an entry; else the step
+    runs and its output is stored under that digest (artifact_cache.py)."""
+    toolkit = artifact_cache.host_toolkit(decision.toolchain, decision.changes, cxx=settings.host.cxx, cmake=settings.host.cmake)
+    key = await anyio.to_thread.run_sync(lambda: job.input_digest(settings.repo, toolkit=toolkit, steps_dir=steps_dir()))
+    rel = f"{job.output_subdir}/{job.library}"
+    entry = await _cache_lookup(settings, key, job.id, console)
+    if entry is not None:
+        info = json.loads((entry / (rel + BUILD_INFO_SUFFIX)).read_text(encoding="utf-8"))
+        return JobResult(job.id, "library", "built", job.platform, artifact=entry / rel, sha256=sha256_file(entry / rel),
+                         build_info=info, inputs_digest=key, cached=True)  # fmt: skip
+    result = await _run_build_step(job, decision, settings, console)
+    if result.status != "built" or result.artifact is None:
+        return result
+    entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key,
+                                           {rel: result.artifact, rel + BUILD_INFO_SUFFIX: result.artifact.with_name(job.library + BUILD_INFO_SUFFIX)})  # fmt: skip
+    return replace(result, artifact=entry / rel, inputs_digest=key)
+
+
+async def _cache_lookup(settings: HostSettings, key: str, job_id: str, console: Console) -> Path | None:
+    """The verified cache entry of `key` (reported as cached), or None; a bad entry is reported and removed."""
+    entry, problem = await anyio.to_thread.run_sync(artifact_cache.lookup, settings.cache_dir, key)
+    if problem is not None:
+        console.line(f"[{job_id}] cache entry {key[:19]}... discarded: {problem}; running the job again")
+    if entry is not None:
+        console.planned(1)
+        console.started(job_id)
+        console.finished(job_id, "built")
+        console.line(f"[{job_id}] cached ({key[:19]}...)")
+    return entry
+
+
+def steps_dir() -> Path:
+    """The step programs this executor runs (their files are part of every job's input digest)."""
+    return step_pythonpath() / "bnb_build"
+
+
+async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, console: Console) -> JobResult:
     work = fresh_dir(work_dir(settings, job.id))
     log = work / "log.txt"
     argv = job.native_argv()
     try:
         inputs.copy_subset(settings.repo, job.sources, work / "src")
     except (inputs.InputError, inputs.UsageError, OSError) as e:  # a missing source file: this job fails, the others go on
+        console.finished(job.id, "failed")
         return _failed(job.id, "library", job.platform, code=None, duration=None, log=None, reason=f"preparing {work / 'src'}: {e}")
+    console.started(job.id)
     console.line(f"[{job.id}] start ({decision.toolchain})")
     code, duration = await run_step(argv, cwd=work, env=decision.env, log=log, header=log_header(argv, work, decision.changes, decision.toolchain))
     library = work / "out" / job.output_subdir / job.library
     info_path = library.with_name(library.name + BUILD_INFO_SUFFIX)
     if code != 0 or not info_path.is_file():
         reason = "" if code != 0 else f"the step exited 0 but wrote no {info_path.relative_to(work)}"
+        console.finished(job.id, "failed")
         console.line(f"[{job.id}] FAILED (exit code {code}) after {duration:.1f} s; log: {log}")
         return _failed(job.id, "library", job.platform, code=code, duration=duration, log=log, reason=reason)
+    console.finished(job.id, "built")
     console.line(f"[{job.id}] built in {duration:.1f} s")
     info = json.loads(info_path.read_text(encoding="utf-8"))
     return JobResult(job.id, "library", "built", job.platform, duration_s=duration, artifact=library, sha256=sha256_file(library), build_info=info, log_path=log)
@@ -199,6 +270,7 @@ async def run_builds(jobs: Sequence[Job], settings: HostSettings, console: Conso
         if isinstance((d := decisions[job.id]), Skip)
     }
     limiter = anyio.CapacityLimiter(settings.concurrency)
+    console.planned(sum(isinstance(d, Runnable) for d in decisions.values()))
 
     async def one(job: Job, decision: Runnable) -> None:
         async with limiter:
@@ -263,22 +335,47 @@ def _existing(repo: Path, patterns: Sequence[str]) -> list[str]:
 
 
 async def run_wheel_job(wheel: WheelJob, libraries: Sequence[JobResult], notes: tuple[str, ...], settings: HostSettings, console: Console) -> JobResult:
+    """The wheel from the artifact cache when its input digest (sources, the sha256 of the libraries
+    it packs, SOURCE_DATE_EPOCH, step programs, packing tools) has an entry; else the step runs."""
+    packed = {r.job_id: f"sha256:{r.sha256}" for r in libraries}
+    toolkit = artifact_cache.python_toolkit("scikit-build-core")
+    key = await anyio.to_thread.run_sync(lambda: wheel.input_digest(settings.repo, libraries=packed, source_date_epoch=settings.source_date_epoch,
+                                                                     toolkit=toolkit, steps_dir=steps_dir()))  # fmt: skip
+    entry = await _cache_lookup(settings, key, wheel.id, console)
+    if entry is not None:
+        [produced] = [entry / rel for rel in artifact_cache.tree_files(entry) if rel.endswith(".whl")]
+        tag = wheel_tag(produced.name)
+        if tag != wheel.plat_tag:
+            notes = (*notes, f"tagged {tag}, not {wheel.plat_tag}: the libraries built on this host need a newer glibc (the build images keep {wheel.plat_tag})")
+        return JobResult(wheel.id, "wheel", "built", wheel.platform, artifact=produced, sha256=sha256_file(produced), notes=notes, inputs_digest=key, cached=True)
+    result = await _run_wheel_step(wheel, libraries, notes, settings, console)
+    if result.status != "built" or result.artifact is None:
+        return result
+    entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key, {result.artifact.name: result.artifact})
+    return replace(result, artifact=entry / result.artifact.name, inputs_digest=key)
+
+
+async def _run_wheel_step(wheel: WheelJob, libraries: Sequence[JobResult], notes: tuple[str, ...], settings: HostSettings, console: Console) -> JobResult:
     try:
         work = await anyio.to_thread.run_sync(prepare_wheel_dir, wheel, libraries, settings)
     except (inputs.InputError, inputs.UsageError, OSError) as e:
+        console.finished(wheel.id, "failed")
         return _failed(wheel.id, "wheel", wheel.platform, code=None, duration=None, log=None, reason=f"preparing the wheel work directory: {e}")
     log = work / "log.txt"
     argv = wheel.wheel_argv()
+    console.started(wheel.id)
     console.line(f"[{wheel.id}] start ({len(libraries)} library(ies))")
     code, duration = await run_step(argv, cwd=work, env=settings.base_env, log=log, header=log_header(argv, work, {}, "python"))
     produced = sorted((work / "out").glob("*.whl"))
     if code != 0 or len(produced) != 1:
         reason = "" if code != 0 else f"the step exited 0 but wrote {len(produced)} wheels to out/"
+        console.finished(wheel.id, "failed")
         console.line(f"[{wheel.id}] FAILED (exit code {code}) after {duration:.1f} s; log: {log}")
         return _failed(wheel.id, "wheel", wheel.platform, code=code, duration=duration, log=log, reason=reason)
     tag = wheel_tag(produced[0].name)
     if tag != wheel.plat_tag:
         notes = (*notes, f"tagged {tag}, not {wheel.plat_tag}: the libraries built on this host need a newer glibc (the build images keep {wheel.plat_tag})")
+    console.finished(wheel.id, "built")
     console.line(f"[{wheel.id}] built {produced[0].name} in {duration:.1f} s")
     return JobResult(wheel.id, "wheel", "built", wheel.platform, duration_s=duration, artifact=produced[0], sha256=sha256_file(produced[0]), log_path=log, notes=notes)
 
@@ -292,9 +389,11 @@ async def run_wheels(wheels: Sequence[WheelJob], builds: Sequence[JobResult], se
         async with limiter:
             results[wheel.id] = await run_wheel_job(wheel, libraries, notes, settings, console)
 
+    inputs_of = {wheel.id: wheel_inputs(wheel, by_id, keep_going=settings.keep_going) for wheel in wheels}
+    console.planned(sum(skip is None for _, skip, _ in inputs_of.values()))
     async with anyio.create_task_group() as group:
         for wheel in wheels:
-            libraries, skip, notes = wheel_inputs(wheel, by_id, keep_going=settings.keep_going)
+            libraries, skip, notes = inputs_of[wheel.id]
             if skip is not None:
                 results[wheel.id] = JobResult(wheel.id, "wheel", "skipped", wheel.platform, reason=skip)
             else:
@@ -321,7 +420,25 @@ def audit_expectations(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mappin
 
 
 async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[str, Path], settings: HostSettings, console: Console) -> JobResult:
-    """Audit `wheels` (platform -> wheel file) against what `built_jobs` built."""
+    """Audit `wheels` (platform -> wheel file) against what `built_jobs` built; a passed audit of the
+    same wheels and expectations is taken from the artifact cache."""
+    if not wheels:
+        return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
+    expect, notes = audit_expectations(matrix, built_jobs, wheels)
+    held = [(w.name, sha256_file(w)) for w in wheels.values()]
+    key = await anyio.to_thread.run_sync(lambda: artifact_cache.audit_digest(expect, held, steps_dir=steps_dir()))
+    entry = await _cache_lookup(settings, key, AUDIT_JOB_ID, console)
+    if entry is not None:
+        report = entry / "audit.md"
+        return JobResult(AUDIT_JOB_ID, "audit", "built", artifact=report, sha256=sha256_file(report), notes=notes, inputs_digest=key, cached=True)
+    result = await _run_audit_step(matrix, built_jobs, wheels, settings, console)
+    if result.status != "built" or result.artifact is None:
+        return result
+    entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key, {"audit.md": result.artifact})
+    return replace(result, artifact=entry / "audit.md", inputs_digest=key)
+
+
+async def _run_audit_step(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[str, Path], settings: HostSettings, console: Console) -> JobResult:
     if not wheels:
         return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
     work = fresh_dir(work_dir(settings, AUDIT_JOB_ID))
@@ -332,9 +449,12 @@ async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[s
     (work / "expect.json").write_text(render_json(expect), encoding="utf-8")
     argv = audit_argv()
     log = work / "log.txt"
+    console.planned(1)
+    console.started(AUDIT_JOB_ID)
     console.line(f"[{AUDIT_JOB_ID}] start ({len(wheels)} wheel(s))")
     code, duration = await run_step(argv, cwd=work, env=settings.base_env, log=log, header=log_header(argv, work, {}, "python"))
     report = work / "audit.md"
+    console.finished(AUDIT_JOB_ID, "failed" if code != 0 else "built")
     if code != 0:
         console.line(f"[{AUDIT_JOB_ID}] FAILED (exit code {code}); log: {log}")
         result = _failed(AUDIT_JOB_ID, "audit", None, code=code, duration=duration, log=log)
@@ -353,11 +473,12 @@ def packed_wheels(results: Sequence[JobResult]) -> dict[str, Path]:
 
 
 def input_digests(jobs: Sequence[Job], repo: Path) -> dict[str, str]:
-    """Per job, the digest of its source subset and command line (`bnb_build.inputs.digest`)."""
+    """Per job, the plan's input digest (`Job.input_digest`: source subset, step programs, command line,
+    image; the matrix's toolkit version). A job that ran has its host digest in its result instead."""
     digests = {}
     for job in jobs:
         try:
-            digests[job.id] = inputs.digest(repo, inputs.expand(repo, job.sources), {"argv": job.native_argv()})
+            digests[job.id] = job.input_digest(repo, steps_dir=steps_dir())
         except (inputs.InputError, inputs.UsageError, OSError):  # a missing source file: the job failed or was skipped already
             continue
     return digests

@@ -27,7 +27,7 @@ from dagger import DefaultPath, Doc, Ignore, Name, function, object_type
 
 from .listing import format_table, jobs_json
 from .matrix import Matrix, load_matrix
-from .plan import Job, Selection, expectations, plan_jobs, plan_wheels
+from .plan import DEFAULT_REPOSITORY_URL, DEFAULT_TAG, Job, Selection, expectations, plan_jobs, plan_wheels
 from .stages import fanout, images, release
 from .stages.common import SOURCE_IGNORE
 from .stages.fanout import BuildFailed
@@ -160,25 +160,29 @@ class BitsandbytesCi:
         return images.as_file(await images.lock_file([*jobs, *plan_wheels(matrix, jobs)]))
 
     @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
-    async def pre_release(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")],
-                          token: Annotated[dagger.Secret, Doc("GitHub token with contents: write")],
-                          repository: Annotated[str, Doc("owner/name of the GitHub repository")],
-                          commit: Annotated[str, Doc("the commit the pre-release points at")], source: Source,
-                          tag: Annotated[str, Doc("the rolling pre-release's tag")] = "continuous-release_main") -> str:  # fmt: skip
-        """Publish the wheels as the rolling GitHub pre-release (step `bnb_build pre-release`)."""
-        image = _python_image(load_matrix())
-        ctr = release.pre_release(image, source, wheels, token=token, repository=repository, commit=commit, tag=tag)
-        return await ctr.stdout()
+    async def pre_release(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files (the wheels/ of build-all)")],
+                          token: Annotated[dagger.Secret, Doc("GitHub token with contents: write (GITHUB_TOKEN)")],
+                          repository: Annotated[str, Doc("OWNER/NAME of the GitHub repository")],
+                          commit: Annotated[str, Doc("full commit id the wheels were built from")], source: Source,
+                          tag: Annotated[str, Doc("the rolling pre-release's tag")] = DEFAULT_TAG, platform: Platforms = None,
+                          backend: Backends = None, version: Versions = None, archs: Archs = "") -> dagger.Directory:  # fmt: skip
+        """Replace the rolling GitHub pre-release with the wheels (steps `pre-release`, then `github-release`),
+        checked against the selection's plan; returns what was published: renamed wheels, body.md, release.json."""
+        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
+        out = release.pre_release(_python_image(matrix), source, wheels, expectations(matrix, jobs),
+                                  token=token, repository=repository, commit=commit, tag=tag)  # fmt: skip
+        return await out.sync()
 
     @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
-    async def publish(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")], source: Source,
-                      token: Annotated[dagger.Secret | None, Doc("package index API token")] = None,
+    async def publish(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files (the wheels/ of build-all)")], source: Source,
+                      token: Annotated[dagger.Secret | None, Doc("package index API token (PYPI_TOKEN)")] = None,
                       oidc_request_url: Annotated[dagger.Secret | None, Doc("trusted publishing: $ACTIONS_ID_TOKEN_REQUEST_URL")] = None,
                       oidc_request_token: Annotated[dagger.Secret | None, Doc("trusted publishing: $ACTIONS_ID_TOKEN_REQUEST_TOKEN")] = None,
-                      repository_url: Annotated[str, Doc("upload endpoint")] = "https://upload.pypi.org/legacy/",
-                      skip_existing: Annotated[bool, Doc("leave files the index already has")] = True) -> str:  # fmt: skip
-        """Upload the wheels to the package index (step `bnb_build publish`), by token or trusted publishing."""
-        ctr = release.publish(_python_image(load_matrix()), source, wheels, repository_url=repository_url, skip_existing=skip_existing,
+                      repository_url: Annotated[str, Doc("upload endpoint of the index")] = DEFAULT_REPOSITORY_URL,
+                      platform: Platforms = None, backend: Backends = None, version: Versions = None, archs: Archs = "") -> str:  # fmt: skip
+        """Upload the wheels to the package index (step `bnb_build publish`, files already there are skipped),
+        checked against the selection's plan; by API token, or by trusted publishing when the OIDC secrets are given."""
+        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
+        ctr = release.publish(_python_image(matrix), source, wheels, expectations(matrix, jobs), repository_url=repository_url,
                               token=token, oidc_request_url=oidc_request_url, oidc_request_token=oidc_request_token)  # fmt: skip
         return await ctr.stdout()
-

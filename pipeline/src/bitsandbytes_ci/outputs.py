@@ -9,6 +9,8 @@ build-all output (`publish_build_all`):
 
     DIR/libs/<os>/<arch>/<library> (+ .build-info.json)   every library that built
     DIR/wheels/*.whl    one wheel per platform that was packed (files of an earlier run are removed)
+    DIR/wheels/INCOMPLETE.md   only when wheels were packed while jobs failed (--keep-going): the
+                        release steps refuse such a set (bnb_build.release.INCOMPLETE_MARKER)
     DIR/audit.md        the audit report (when wheels were audited)
     DIR/manifest.json   artifacts (path, sha256, size) and every job (status, reason, build-info, digest)
     DIR/failures.md     only when something failed
@@ -29,11 +31,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bnb_build import manifest as manifest_step
+
+from bnb_build.release import INCOMPLETE_MARKER
+
 from .errors import PipelineError
 from .matrix import Matrix
-from .results import JobResult, counts, render_failures
+from .results import JobResult, render_failures
 
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = manifest_step.MANIFEST_SCHEMA
 LIBS_SUBDIR = "libs"
 WHEELS_SUBDIR = "wheels"
 BUILD_INFO_SUFFIX = ".build-info.json"
@@ -152,12 +158,9 @@ def raised_tag(aimed: str, produced: str) -> bool:
 # ---- manifest ---------------------------------------------------------------------------------
 
 
-def artifact_entry(out_dir: Path, path: Path, **extra: Any) -> dict[str, Any]:
-    return {"path": path.relative_to(out_dir).as_posix(), "sha256": sha256_file(path), "size": path.stat().st_size, **extra}
-
-
 def job_entry(result: JobResult, *, inputs_digest: str | None = None) -> dict[str, Any]:
-    """A job in manifest.json: no durations and no absolute paths, so two runs of the same inputs agree."""
+    """A job as the manifest step's jobs.json lists it: no durations, no absolute paths, nothing about
+    the cache, so two runs of the same inputs (cold or cached, in any folder) agree."""
     entry: dict[str, Any] = {"id": result.job_id, "kind": result.kind, "status": result.status}
     if result.platform:
         entry["platform"] = result.platform
@@ -165,32 +168,21 @@ def job_entry(result: JobResult, *, inputs_digest: str | None = None) -> dict[st
         entry["reason"] = result.reason
     if result.artifact is not None and result.status == "built":
         entry["artifact"] = result.artifact.name
-        entry["sha256"] = result.sha256
     if result.exit_code is not None:
         entry["exit_code"] = result.exit_code
     if result.notes:
         entry["notes"] = list(result.notes)
-    if result.build_info is not None:
-        entry["build_info"] = dict(result.build_info)
-    if inputs_digest is not None:
-        entry["inputs_digest"] = inputs_digest
+    digest = result.inputs_digest or inputs_digest
+    if digest is not None:
+        entry["inputs_digest"] = digest
     return entry
 
 
-def manifest(
-    *,
-    version: str,
-    source_date_epoch: str,
-    artifacts: Sequence[Mapping[str, Any]],
-    results: Sequence[JobResult],
-    digests: Mapping[str, str],
-) -> dict[str, Any]:
+def jobs_document(results: Sequence[JobResult], *, digests: Mapping[str, str], version: str, source_date_epoch: str) -> dict[str, Any]:
+    """jobs.json of the manifest step (`python3 -m bnb_build manifest --dist DIR --jobs jobs.json`)."""
     return {
-        "schema_version": MANIFEST_SCHEMA,
         "version": version,
         "source_date_epoch": source_date_epoch,
-        "summary": counts(results),
-        "artifacts": sorted(artifacts, key=lambda a: a["path"]),
         "jobs": [job_entry(r, inputs_digest=digests.get(r.job_id)) for r in results],
     }
 
@@ -213,17 +205,15 @@ def publish_build_all(
     `wheels` holds (wheel file, platform id) pairs from the work directories.
     """
     remove_leftovers(out_dir)
-    artifacts: list[dict[str, Any]] = []
-    by_name = {r.artifact.name: r.job_id for r in results if r.kind == "library" and r.artifact is not None}
-    for library in publish_libraries(out_dir / LIBS_SUBDIR, results, replace_all=True):
-        artifacts.append(artifact_entry(out_dir, library, job=by_name[library.name]))
+    publish_libraries(out_dir / LIBS_SUBDIR, results, replace_all=True)
     wheel_dir = out_dir / WHEELS_SUBDIR
+    wheels = list(wheels)
+    mark_wheel_set(wheel_dir, results, packed=bool(wheels))
     written: set[str] = set()
-    for wheel, platform in wheels:
+    for wheel, _platform in wheels:
         dest = wheel_dir / wheel.name
         copy_atomic(wheel, dest)
         written.add(dest.name)
-        artifacts.append(artifact_entry(out_dir, dest, platform=platform))
     if wheel_dir.is_dir():
         for stale in wheel_dir.glob("*.whl"):
             if stale.name not in written:
@@ -231,7 +221,6 @@ def publish_build_all(
     audit_dest = out_dir / "audit.md"
     if audit_report is not None:
         copy_atomic(audit_report, audit_dest)
-        artifacts.append(artifact_entry(out_dir, audit_dest))
     else:
         audit_dest.unlink(missing_ok=True)
     failures = out_dir / "failures.md"
@@ -239,10 +228,25 @@ def publish_build_all(
         write_text_atomic(failures, render_failures(results))
     else:
         failures.unlink(missing_ok=True)
-    document = manifest(version=version, source_date_epoch=source_date_epoch, artifacts=artifacts, results=results, digests=digests)
-    path = out_dir / "manifest.json"
-    write_text_atomic(path, render_json(document))
-    return path
+    # The manifest step's own code (bnb_build.manifest), as the Dagger function runs it in a container.
+    return manifest_step.write(out_dir, jobs_document(results, digests=digests, version=version, source_date_epoch=source_date_epoch))
+
+
+def mark_wheel_set(wheel_dir: Path, results: Sequence[JobResult], *, packed: bool) -> None:
+    """Write wheel_dir/INCOMPLETE.md, before any wheel is copied, when wheels are `packed` although a
+    job of the run failed; remove an earlier one otherwise. bnb_build.release refuses a marked set."""
+    marker = wheel_dir / INCOMPLETE_MARKER
+    failed = [r.job_id for r in results if r.failed]
+    if not (failed and packed):
+        marker.unlink(missing_ok=True)
+        return
+    text = (
+        "# Incomplete wheel set\n\n"
+        f"These wheels were packed with --keep-going while {len(failed)} job(s) failed: {', '.join(failed)}.\n"
+        "They are for testing only: `bnb-ci pre-release` and `bnb-ci publish` refuse this folder.\n"
+        "Fix the failures (see failures.md next to this folder) and build again to get a releasable set.\n"
+    )
+    write_text_atomic(marker, text)
 
 
 def publish_libraries(out_dir: Path, results: Sequence[JobResult], *, replace_all: bool = False) -> list[Path]:

@@ -7,8 +7,9 @@ Glossary
   (family, version, platform); `WheelJob` packs one platform's libraries into a wheel. A job's `id`
   names it everywhere: selection, cache volumes, artefact paths, logs.
 - step: the program a job runs, `python3 -m bnb_build <step> ...` (docs/contracts.md). Its argv is
-  computed here (`Job.native_argv`, `WheelJob.wheel_argv`, `audit_argv`) and is byte-identical on the
-  host and in a container; the executor only chooses where to run it.
+  computed here (`Job.native_argv`, `WheelJob.wheel_argv`, `audit_argv`, `pre_release_argv`,
+  `github_release_argv`, `publish_argv`) and is byte-identical on the host and in a container; the
+  executor only chooses where to run it.
 - artefact: what a job leaves under its output directory: `<out>/<os>/<arch>/<library>` plus
   `<library>.build-info.json` for a build job, a `.whl` for a wheel job.
 
@@ -32,8 +33,11 @@ Worked example: CUDA 12.8 for Linux aarch64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
+
+from bnb_build import inputs as bnb_inputs
 
 from pydantic import BaseModel, ConfigDict
 
@@ -44,6 +48,12 @@ from .versions import matches, sort_versions
 
 STEP = ["python3", "-m", "bnb_build"]
 """How every step program is started (docs/contracts.md)."""
+
+DEFAULT_TAG = "continuous-release_main"
+"""The rolling GitHub pre-release's tag."""
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_REPOSITORY_URL = "https://upload.pypi.org/legacy/"
+"""PyPI's upload endpoint."""
 
 
 class Selection(BaseModel):
@@ -101,6 +111,25 @@ class Job(BaseModel):
             argv += ["--archs", arch_lists.join(self.archs)]
         return [*argv, "--source", source, "--out", out, "--", *self.cmake_args]
 
+    def inputs(self, *, toolkit: str | None = None) -> dict[str, Any]:
+        """What decides this job's output besides its source files: the step command (backend, toolkit
+        version, archs, CMake arguments), the toolkit actually used (`toolkit`; default the matrix's
+        version), the image (with its digest when locked), setup commands and variables, the source
+        patterns. Never SOURCE_DATE_EPOCH: a library does not depend on it."""
+        return {
+            "argv": self.native_argv(),
+            "toolkit": toolkit if toolkit is not None else self.version,
+            "image": self.image,
+            "setup": list(self.setup),
+            "env": dict(sorted(self.env.items())),
+            "sources": list(self.sources),
+        }
+
+    def input_digest(self, repo_root: Path | str, *, toolkit: str | None = None, steps_dir: Path | str | None = None) -> str:
+        """`bnb_build.inputs.job_digest` of the job's source subset, the step programs and `inputs()`.
+        Reads the files under `repo_root`; pure given their contents."""
+        return bnb_inputs.job_digest(repo_root, self.sources, self.inputs(toolkit=toolkit), steps_dir=steps_dir)
+
 
 class WheelJob(BaseModel):
     """One wheel per platform, holding every library the plan builds for that platform."""
@@ -125,23 +154,63 @@ class WheelJob(BaseModel):
         return [*STEP, "wheel", "--platform", self.platform, "--plat-tag", self.plat_tag,
                 "--libs", libs, "--source", source, "--out", out]  # fmt: skip
 
+    def inputs(self, *, libraries: Mapping[str, str], source_date_epoch: str, toolkit: str | None = None) -> dict[str, Any]:
+        """What decides the wheel besides its source files: the step command, the image, the packing
+        tools actually used (`toolkit`, default: those of the image), the digests of the libraries it
+        packs (build job id -> digest) and SOURCE_DATE_EPOCH (the zip entries' time)."""
+        return {
+            "argv": self.wheel_argv(),
+            "image": self.image,
+            "toolkit": toolkit,
+            "libraries": dict(sorted(libraries.items())),
+            "source_date_epoch": str(source_date_epoch),
+            "sources": [*self.sources, *self.optional_sources],
+        }
+
+    def input_digest(self, repo_root: Path | str, *, libraries: Mapping[str, str], source_date_epoch: str,
+                     toolkit: str | None = None, steps_dir: Path | str | None = None) -> str:  # fmt: skip
+        """`bnb_build.inputs.job_digest` of the wheel's sources (optional ones where present), the step
+        programs and `inputs()`. Reads the files under `repo_root`; pure given their contents."""
+        extra = self.inputs(libraries=libraries, source_date_epoch=source_date_epoch, toolkit=toolkit)
+        return bnb_inputs.job_digest(repo_root, self.sources, extra, steps_dir=steps_dir, optional_patterns=self.optional_sources)
+
+
+def manifest_argv(*, dist: str = "dist", jobs: str = "jobs.json") -> list[str]:
+    """The manifest step's command line: `dist/manifest.json` from the output folder and `jobs` (the
+    executor's outcome of every job); both executors run it, so their manifests are written alike."""
+    return [*STEP, "manifest", "--dist", dist, "--jobs", jobs]
+
 
 def audit_argv(*, wheels: str = "wheels", expect: str = "expect.json", report: str = "audit.md") -> list[str]:
     """The audit step's command line; `expect` is the JSON of `expectations()`."""
     return [*STEP, "audit", "--wheels", wheels, "--expect", expect, "--report", report]
 
 
-def pre_release_argv(*, repository: str, commit: str, tag: str, wheels: str = "wheels") -> list[str]:
-    """The pre-release step's command line (rolling GitHub pre-release `tag` of `repository` at `commit`);
-    the token comes from the environment (GITHUB_TOKEN), never from the command line."""
-    return [*STEP, "pre-release", "--wheels", wheels, "--repository", repository, "--commit", commit, "--tag", tag]
+def pre_release_argv(*, commit: str, repo: str, tag: str = DEFAULT_TAG, wheels: str = "wheels", out: str = "out",
+                     expect: str = "expect.json") -> list[str]:  # fmt: skip
+    """The pre-release step's command line: renames the wheels for the rolling pre-release `tag` of `repo`
+    (OWNER/NAME) at `commit` into `out` (+ body.md, release.json), checked against `expect` (the JSON of
+    `expectations()`). It needs no secret."""
+    return [*STEP, "pre-release", "--wheels", wheels, "--out", out, "--commit", commit, "--repo", repo, "--tag", tag, "--expect", expect]
 
 
-def publish_argv(*, repository_url: str, skip_existing: bool = True, wheels: str = "wheels") -> list[str]:
-    """The publish step's command line; credentials come from the environment (an API token, or the
-    OIDC request variables of trusted publishing), never from the command line."""
-    argv = [*STEP, "publish", "--wheels", wheels, "--repository-url", repository_url]
-    return [*argv, "--skip-existing"] if skip_existing else argv
+def github_release_argv(*, release_dir: str = "out", api_url: str = DEFAULT_API_URL) -> list[str]:
+    """The github-release step's command line: replaces the GitHub release with `release_dir` (what
+    pre-release wrote); the token comes from the environment (GITHUB_TOKEN), never from the command line."""
+    return [*STEP, "github-release", "--release-dir", release_dir, "--api-url", api_url]
+
+
+def publish_argv(*, repository_url: str = DEFAULT_REPOSITORY_URL, trusted_publishing: bool = False, oidc_url: str | None = None,
+                 wheels: str = "wheels", expect: str = "expect.json") -> list[str]:  # fmt: skip
+    """The publish step's command line (it always skips files the index already has); credentials come
+    from the environment (PYPI_TOKEN, or with `trusted_publishing` the OIDC request variables of a
+    GitHub Actions job), never from the command line."""
+    argv = [*STEP, "publish", "--wheels", wheels, "--expect", expect, "--repository-url", repository_url]
+    if trusted_publishing:
+        argv.append("--trusted-publishing")
+    if oidc_url:
+        argv += ["--oidc-url", oidc_url]
+    return argv
 
 
 def job_id(family: Family, version: str | None, platform: str) -> str:

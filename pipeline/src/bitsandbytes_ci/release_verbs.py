@@ -1,9 +1,11 @@
 """`bnb-ci pre-release` and `bnb-ci publish` on the host: the plan's expectations, then the step programs.
 
 Both verbs run the same step programs as the Dagger functions (`python3 -m bnb_build pre-release |
-github-release | publish`, docs/contracts.md), with the expect.json the plan yields for the selection
-(`--platform`, `--backend`, `--version`): a wheel set that misses a platform the plan builds, or holds
-one it does not, is refused before anything is written or uploaded.
+github-release | publish`, docs/contracts.md) with the same command lines (plan.py's
+`pre_release_argv`, `github_release_argv`, `publish_argv`, which stages/release.py uses too), and the
+expect.json the plan yields for the selection (`--platform`, `--backend`, `--version`): a wheel set
+that misses a platform the plan builds, or holds one it does not, is refused before anything is
+written or uploaded.
 
     bnb-ci pre-release --wheels bnb-out/wheels --out bnb-out/pre-release [--upload]
     bnb-ci publish --wheels bnb-out/wheels --repository-url https://upload.pypi.org/legacy/
@@ -26,15 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import PipelineError
-from .plan import expectations
+from .plan import DEFAULT_API_URL, DEFAULT_REPOSITORY_URL, DEFAULT_TAG, expectations, github_release_argv, pre_release_argv, publish_argv
 
 if TYPE_CHECKING:
     from .cli import Invocation
 
-DEFAULT_TAG = "continuous-release_main"
 DEFAULT_RELEASE_OUT = Path("bnb-out") / "pre-release"
-DEFAULT_REPOSITORY_URL = "https://upload.pypi.org/legacy/"
-DEFAULT_API_URL = "https://api.github.com"
 _STEP_SRC = Path(__file__).resolve().parent.parent  # the folder holding bnb_build
 
 
@@ -68,28 +67,6 @@ def add_options(verb: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--repository-url", default=DEFAULT_REPOSITORY_URL, metavar="URL", help=f"upload URL of the index (default: {DEFAULT_REPOSITORY_URL})")
         parser.add_argument("--trusted-publishing", action="store_true", help="mint a PyPI token from the GitHub Actions OIDC token instead of $PYPI_TOKEN")
         parser.add_argument("--oidc-url", metavar="URL", help="index that mints the token (default: derived from --repository-url)")
-
-
-# ---- argv of the steps (pure) --------------------------------------------------------------------
-
-STEP = ["python3", "-m", "bnb_build"]
-
-
-def pre_release_argv(*, wheels: str, out: str, commit: str, repo: str, tag: str, expect: str) -> list[str]:
-    return [*STEP, "pre-release", "--wheels", wheels, "--out", out, "--commit", commit, "--repo", repo, "--tag", tag, "--expect", expect]
-
-
-def github_release_argv(*, release_dir: str, api_url: str) -> list[str]:
-    return [*STEP, "github-release", "--release-dir", release_dir, "--api-url", api_url]
-
-
-def publish_argv(*, wheels: str, expect: str, repository_url: str, trusted_publishing: bool = False, oidc_url: str | None = None) -> list[str]:
-    argv = [*STEP, "publish", "--wheels", wheels, "--expect", expect, "--repository-url", repository_url]
-    if trusted_publishing:
-        argv.append("--trusted-publishing")
-    if oidc_url:
-        argv += ["--oidc-url", oidc_url]
-    return argv
 
 
 # ---- defaults from the environment or git ---------------------------------------------------------

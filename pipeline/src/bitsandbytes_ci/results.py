@@ -38,6 +38,8 @@ class JobResult:
     log_tail: tuple[str, ...] = field(default=(), repr=False)
     log_path: Path | None = None
     notes: tuple[str, ...] = ()
+    inputs_digest: str | None = None  # the input digest the host's artifact cache keys this job by
+    cached: bool = False  # built earlier: the output was taken from the artifact cache, the step did not run
 
     @property
     def failed(self) -> bool:
@@ -54,7 +56,9 @@ def any_failed(results: Sequence[JobResult]) -> bool:
 
 def _what(result: JobResult) -> str:
     parts = []
-    if result.duration_s is not None:
+    if result.cached:
+        parts.append("cached")
+    elif result.duration_s is not None:
         parts.append(f"{result.duration_s:.1f} s")
     if result.artifact is not None:
         parts.append(result.artifact.name)
@@ -84,7 +88,9 @@ def render_summary(results: Sequence[JobResult]) -> str:
                 lines += [f"      | {line}" for line in r.log_tail]
             lines += [f"  {' ' * width}  note: {note}" for note in r.notes]
     total = counts(results)
-    lines.append(f"summary: {total['built']} built, {total['skipped']} skipped, {total['failed']} failed")
+    cached = sum(1 for r in results if r.cached and r.status == "built")
+    built = f"{total['built']} built ({cached} cached)" if cached else f"{total['built']} built"
+    lines.append(f"summary: {built}, {total['skipped']} skipped, {total['failed']} failed")
     return "\n".join(lines)
 
 

@@ -9,7 +9,13 @@
         audit the wheels against the plan, restricted to the libraries they hold; DIR/audit.md
     build-all --out DIR [--keep-going]
         libraries, wheels, audit; DIR/libs/<os>/<arch>/..., DIR/wheels/*.whl, DIR/audit.md,
-        DIR/manifest.json, DIR/failures.md (the layout of the Dagger function's result)
+        DIR/manifest.json, DIR/failures.md (the layout of the Dagger function's result), and
+        DIR/summary.md (summary.py), which is also appended to $GITHUB_STEP_SUMMARY when that is set
+
+Wheels packed with --keep-going while jobs failed get DIR/wheels/INCOMPLETE.md, and the release verbs
+refuse that folder. Progress goes to stdout (progress.py): a status line on a terminal, plain lines
+elsewhere. Ctrl-C or SIGTERM stops the running steps and removes their work directories; the output
+directory is only written after the jobs ran, so it never holds a partial file.
 
 Every verb prints a summary (built / skipped with the reason / failed with the log) and exits 1 when
 a job failed. Options common to them: --source DIR (the checkout, default "."), --cache-dir DIR
@@ -20,10 +26,11 @@ from __future__ import annotations
 
 import platform
 import sys
+import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -44,12 +51,25 @@ from .local import (
     source_date_epoch,
     step_pythonpath,
 )
-from .outputs import WHEELS_SUBDIR, check_out_dir, publish_build_all, publish_file, publish_libraries, publish_wheels, wheel_platform
+from .outputs import (
+    WHEELS_SUBDIR,
+    check_out_dir,
+    mark_wheel_set,
+    publish_build_all,
+    publish_file,
+    publish_libraries,
+    publish_wheels,
+    wheel_platform,
+    write_text_atomic,
+)
 from .results import JobResult, any_failed, render_summary
+from .summary import append_step_summary, render_summary_md
 from .toolchains import detect_host, host_platform, step_environment
 
 if TYPE_CHECKING:
     from .cli import Handler, Invocation
+
+T = TypeVar("T")
 
 FAILED_EXIT = 1
 """Exit code of a verb when at least one job failed (the summary lists them)."""
@@ -66,7 +86,7 @@ def host_settings(invocation: Invocation) -> HostSettings:
     repo = check_source(Path(options.get("source") or "."))
     cache = Path(options.get("cache_dir") or repo / CACHE_DIR_NAME).absolute()
     host = detect_host(invocation.env, python=sys.executable, repo=repo, platform=host_platform(platform.system(), platform.machine()))
-    epoch = source_date_epoch(invocation.env, repo)
+    epoch = source_date_epoch(options.get("source_date_epoch"))
     base = step_environment(invocation.env, host, pythonpath=step_pythonpath(), source_date_epoch=epoch)
     return HostSettings(
         repo=repo,
@@ -87,7 +107,17 @@ def _start(invocation: Invocation, settings: HostSettings) -> Console:
     return console
 
 
+def _run(console: Console, work: Callable[..., Awaitable[T]], *args: object) -> T:
+    """anyio.run(work, *args); the console's status line is removed however it ends (an interruption too)."""
+    try:
+        return anyio.run(work, *args)
+    except BaseException:
+        console.close()
+        raise
+
+
 def _finish(console: Console, results: Sequence[JobResult], written: str) -> int:
+    console.close()
     console.line("")
     console.line(render_summary(results))
     console.line(written)
@@ -99,7 +129,7 @@ def build_libraries(invocation: Invocation) -> int:
     out = check_out_dir(invocation.options["out"])
     settings = host_settings(invocation)
     console = _start(invocation, settings)
-    results = anyio.run(run_builds, invocation.jobs, settings, console)
+    results = _run(console, run_builds, invocation.jobs, settings, console)
     written = publish_libraries(out, results)
     return _finish(console, results, f"libraries: {len(written)} written under {out}")
 
@@ -114,10 +144,12 @@ def build_wheels(invocation: Invocation) -> int:
         builds = libraries_from_dir(invocation.jobs, Path(libs).absolute()) if libs else await run_builds(invocation.jobs, settings, console)
         return builds, await run_wheels(invocation.wheels, builds, settings, console)
 
-    builds, wheels = anyio.run(run)
+    builds, wheels = _run(console, run)
     if not libs:
         publish_libraries(out, builds)
-    written = publish_wheels(out / WHEELS_SUBDIR, [(path, p) for p, path in packed_wheels(wheels).items()], invocation.matrix)
+    packed = [(path, p) for p, path in packed_wheels(wheels).items()]
+    mark_wheel_set(out / WHEELS_SUBDIR, [*builds, *wheels], packed=bool(packed))
+    written = publish_wheels(out / WHEELS_SUBDIR, packed, invocation.matrix)
     return _finish(console, [*builds, *wheels], f"wheels: {len(written)} written to {out / WHEELS_SUBDIR}")
 
 
@@ -141,7 +173,7 @@ def audit_wheels(invocation: Invocation) -> int:
     # What a wheel holds is what was built for its platform; the audit checks it against the plan.
     held = {p: _file_names(w) for p, w in wheels.items()}
     jobs = [job for job in invocation.jobs if job.platform in held and job.library in held[job.platform]]
-    result = anyio.run(run_audit, invocation.matrix, jobs, wheels, settings, console)
+    result = _run(console, run_audit, invocation.matrix, jobs, wheels, settings, console)
     written = "audit report: not written"
     if result.artifact is not None and result.artifact.is_file():
         written = f"audit report: {publish_file(result.artifact, out / 'audit.md')}"
@@ -156,6 +188,7 @@ def _file_names(wheel: Path) -> set[str]:
 def build_all(invocation: Invocation) -> int:
     out = check_out_dir(invocation.options["out"])
     settings = host_settings(invocation)
+    started = time.monotonic()
     console = _start(invocation, settings)
 
     async def run() -> list[JobResult]:
@@ -164,7 +197,7 @@ def build_all(invocation: Invocation) -> int:
         audit = await run_audit(invocation.matrix, built_jobs(invocation.jobs, builds), packed_wheels(wheels), settings, console)
         return [*builds, *wheels, audit]
 
-    results = anyio.run(run)
+    results = _run(console, run)
     audit = results[-1]
     manifest = publish_build_all(
         out,
@@ -175,7 +208,21 @@ def build_all(invocation: Invocation) -> int:
         version=(settings.repo / "VERSION").read_text(encoding="utf-8").strip(),
         source_date_epoch=settings.source_date_epoch,
     )
-    return _finish(console, results, f"outputs: {out} (manifest: {manifest})")
+    summary = write_summary(invocation, out, results, wall_s=time.monotonic() - started)
+    return _finish(console, results, f"outputs: {out} (manifest: {manifest}, summary: {summary})")
+
+
+def write_summary(invocation: Invocation, out: Path, results: Sequence[JobResult], *, wall_s: float) -> Path:
+    """DIR/summary.md, also appended to $GITHUB_STEP_SUMMARY when the environment names that file."""
+    sizes = {r.job_id: r.artifact.stat().st_size for r in results if r.artifact is not None and r.artifact.is_file()}
+    report = out / "audit.md"
+    text = render_summary_md(
+        results, wall_s=wall_s, sizes=sizes, audit_report=report.read_text(encoding="utf-8") if report.is_file() else None, out_dir=out
+    )
+    path = out / "summary.md"
+    write_text_atomic(path, text)
+    append_step_summary(invocation.env, text)
+    return path
 
 
 HOST_HANDLERS: dict[str, Handler] = {

@@ -13,6 +13,7 @@ STEPS = {
     "pre-release": "rename wheels to the stable pre-release version, write body.md and release.json",
     "github-release": "replace the GitHub pre-release with a pre-release folder (token: $GITHUB_TOKEN)",
     "publish": "verify wheels, then upload them with twine --skip-existing (token: $PYPI_TOKEN)",
+    "manifest": "describe a build-all output folder in manifest.json (artifacts, jobs, digests)",
 }
 
 # Steps whose module name differs from the step name.

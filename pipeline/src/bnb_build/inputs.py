@@ -26,7 +26,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Any, Iterable, List, Sequence
+from typing import Any, Iterable, List, Sequence, Tuple
 
 from .errors import InputError, UsageError
 
@@ -123,6 +123,46 @@ def digest(root: Path | str, files: Sequence[str], extra: Any = None) -> str:
         h.update(f"{rel}\0{executable}\0{file_sha256(path)}\n".encode("utf-8"))
     h.update(b"extra\0" + canonical_json(extra).encode("utf-8"))
     return "sha256:" + h.hexdigest()
+
+
+STEPS_DIR = "pipeline/src/bnb_build"
+"""The step programs inside a checkout: they decide outputs too, so every job digest covers them."""
+
+DEFAULT_SOURCE_DATE_EPOCH = "315532800"
+"""The one default SOURCE_DATE_EPOCH of both executors and every step: 1980-01-01T00:00:00Z, the
+earliest time a zip entry can hold. A commit time is an explicit choice (``--source-date-epoch``)."""
+
+
+def step_files(steps_dir: Path | str) -> List[Tuple[str, str]]:
+    """(relative path, sha256) of every ``*.py`` of the step package in ``steps_dir`` (bytecode and
+    caches left out: they are not inputs)."""
+    steps_dir = Path(steps_dir)
+    found = []
+    for rel in all_files(steps_dir):
+        if rel.endswith(".py") and "__pycache__" not in rel.split("/"):
+            found.append((f"bnb_build/{rel}", file_sha256(steps_dir / rel)))
+    return found
+
+
+def job_digest(
+    root: Path | str,
+    patterns: Sequence[str],
+    extra: Any,
+    *,
+    steps_dir: Path | str | None = None,
+    optional_patterns: Sequence[str] = (),
+) -> str:
+    """The input digest of one job: its source subset (``patterns``; ``optional_patterns`` only where
+    they select files) under ``root``, the step programs (``steps_dir``, default
+    ``<root>/pipeline/src/bnb_build``) and ``extra`` (toolkit, image, CMake arguments, ...).
+
+    Pure given the file contents: the same files and ``extra`` give the same digest in any folder.
+    """
+    root = Path(root)
+    present = [p for p in optional_patterns if p.endswith(FOLDER_SUFFIX) or (root / p).is_file()]
+    files = expand(root, [*patterns, *present])
+    steps = step_files(root / STEPS_DIR if steps_dir is None else steps_dir)
+    return digest(root, files, {"job": extra, "steps": steps})
 
 
 def copy_subset(root: Path | str, patterns: Iterable[str], dest: Path | str) -> List[str]:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from . import inputs
 from .errors import ToolFailed, ToolNotFound, join_argv
 
 TAIL_LINES = 40
@@ -79,8 +80,8 @@ def python_executable() -> str:
     return sys.executable or "python3"
 
 
-# A fixed default for SOURCE_DATE_EPOCH: 1980-01-01T00:00:00Z, the earliest time a zip entry can hold.
-DEFAULT_SOURCE_DATE_EPOCH = "315532800"
+# The fixed default for SOURCE_DATE_EPOCH (1980-01-01T00:00:00Z), one value for every executor.
+DEFAULT_SOURCE_DATE_EPOCH = inputs.DEFAULT_SOURCE_DATE_EPOCH
 
 
 def reproducible_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -72,6 +72,9 @@ DEFAULT_TAG = "continuous-release_main"
 DEFAULT_SERVER_URL = "https://github.com"
 MANIFEST = "release.json"
 BODY = "body.md"
+INCOMPLETE_MARKER = "INCOMPLETE.md"
+"""Written next to wheels packed while jobs failed (``bnb-ci build-all --keep-going``): such a set is
+for testing only, and :func:`check_wheel_set` refuses to release it."""
 
 HEADINGS = (
     ("linux-x86_64", "Linux (x86_64)"),
@@ -294,6 +297,14 @@ def check_wheel_set(folder: Path, expected: Expected, env: Mapping[str, str], *,
     platform present with its expected tag and no other; one version for all; not the placeholder
     version (unless ``allow_placeholder``). With an expect.json, the audit must find no violation.
     """
+    marker = folder / INCOMPLETE_MARKER
+    if marker.is_file():
+        msg = (
+            f"the wheels in {folder} come from a run in which jobs failed ({marker} lists them; they were packed with "
+            "--keep-going, for testing only); fix the failures and build again: a release needs a run without failures. "
+            "Nothing was written or uploaded."
+        )
+        raise ReleaseError(msg)
     problems: List[str] = []
     infos: List[WheelInfo] = []
     for path in find_wheels(folder):

@@ -16,14 +16,15 @@ all built (a wheel missing a library is the import error users hit most), audits
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import dagger
 from dagger import dag
+
+from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 
 from ..matrix import Matrix
 from ..plan import Job, WheelJob, expectations
@@ -60,12 +61,13 @@ async def collect(outcome: Outcome, key: str, work: Callable[[], Awaitable[None]
         outcome.failures[key] = describe(e)
 
 
-async def build_libraries(jobs: Sequence[Job], source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None) -> Outcome:
+async def build_libraries(jobs: Sequence[Job], source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
+                          fresh: Mapping[str, str] | None = None) -> Outcome:  # fmt: skip
     """Every job concurrently; each output (and ccache snapshot) is synced, failures recorded."""
     outcome = Outcome()
 
     async def one(job: Job) -> None:
-        result = native.build(job, source, python_image=python_image, seed=seed)
+        result = native.build(job, source, python_image=python_image, seed=seed, fresh=fresh)
         outcome.outputs[job.id] = await result.out.sync()
         if result.ccache is not None:
             outcome.ccache[job.id] = await result.ccache.sync()
@@ -91,17 +93,19 @@ def libraries_result(outcome: Outcome, jobs: Sequence[Job]) -> dagger.Directory:
     return merge(outcome.outputs, ids).with_directory("ccache", merge(outcome.ccache, ids)) if outcome.ccache else merge(outcome.outputs, ids)
 
 
-async def build_wheels(wheels: Sequence[WheelJob], source: dagger.Directory, libs: dagger.Directory, outcome: Outcome) -> None:
+async def build_wheels(wheels: Sequence[WheelJob], source: dagger.Directory, libs: dagger.Directory, outcome: Outcome, *,
+                       source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH, fresh: Mapping[str, str] | None = None) -> None:  # fmt: skip
     async def one(job: WheelJob) -> None:
-        outcome.outputs[job.id] = await packaging.wheel(job, source, libs).sync()
+        outcome.outputs[job.id] = await packaging.wheel(job, source, libs, source_date_epoch=source_date_epoch, fresh=fresh).sync()
 
     async with anyio.create_task_group() as tg:
         for job in wheels:
             tg.start_soon(collect, outcome, job.id, functools.partial(one, job))
 
 
-async def run_audit(image: str, source: dagger.Directory, wheels: dagger.Directory, expected: dict[str, Any]) -> tuple[dagger.File, int]:
-    ctr = await packaging.audit(image, source, wheels, expected).sync()
+async def run_audit(image: str, source: dagger.Directory, wheels: dagger.Directory, expected: dict[str, Any],
+                    fresh: Mapping[str, str] | None = None) -> tuple[dagger.File, int]:  # fmt: skip
+    ctr = await packaging.audit(image, source, wheels, expected, fresh).sync()
     return ctr.file(packaging.REPORT), await ctr.exit_code()
 
 
@@ -112,33 +116,54 @@ def failures_md(failures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def manifest(jobs: Sequence[Job], wheels: Sequence[WheelJob], outcome: Outcome, audit_exit: int | None) -> str:
+async def jobs_document(jobs: Sequence[Job], wheels: Sequence[WheelJob], outcome: Outcome, audit_exit: int | None, *,
+                        version: str, source_date_epoch: str) -> dict[str, Any]:  # fmt: skip
+    """jobs.json of the manifest step: every job's outcome (the host executor writes the same shape)."""
     def status(key: str) -> str:
-        return "failed" if key in outcome.failures else "ok" if key in outcome.outputs else "skipped"
+        return "failed" if key in outcome.failures else "built" if key in outcome.outputs else "skipped"
 
-    data = {
-        "jobs": [{"id": j.id, "image": j.image, "image_pinned": j.image_pinned, "platform": j.platform,
-                  "library": f"libs/{j.output_subdir}/{j.library}", "status": status(j.id)} for j in jobs],
-        "wheels": [{"id": w.id, "plat_tag": w.plat_tag, "libraries": w.libraries, "status": status(w.id)} for w in wheels],
-        "audit": {"exit_code": audit_exit},
-        "ok": not outcome.failures,
-    }  # fmt: skip
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    entries: list[dict[str, Any]] = []
+    for job in jobs:
+        entry: dict[str, Any] = {"id": job.id, "kind": "library", "status": status(job.id), "platform": job.platform}
+        if entry["status"] == "built":
+            entry["artifact"] = job.library
+        elif entry["status"] == "failed":
+            entry["reason"] = "the native step failed: see failures.md"
+        entries.append(entry)
+    for wheel in wheels:
+        entry = {"id": wheel.id, "kind": "wheel", "status": status(wheel.id), "platform": wheel.platform}
+        if entry["status"] == "built":
+            names = [n for n in await outcome.outputs[wheel.id].entries() if n.endswith(".whl")]
+            if names:
+                entry["artifact"] = names[0]
+        elif entry["status"] == "failed":
+            entry["reason"] = outcome.failures[wheel.id].splitlines()[0]
+        else:
+            entry["reason"] = "not packed: a library of this platform failed to build"
+        entries.append(entry)
+    if audit_exit is not None:
+        audit: dict[str, Any] = {"id": "audit", "kind": "audit", "status": "built" if audit_exit == 0 else "failed"}
+        if audit_exit != 0:
+            audit["exit_code"] = audit_exit
+        entries.append(audit)
+    return {"version": version, "source_date_epoch": source_date_epoch, "jobs": entries}
 
 
 async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJob], source: dagger.Directory, *,
-                    python_image: str, seed: dagger.Directory | None) -> tuple[dagger.Directory, dict[str, str]]:  # fmt: skip
-    """The whole pipeline for `jobs`; returns the result Directory and the failures (empty on success)."""
-    outcome = await build_libraries(jobs, source, python_image=python_image, seed=seed)
+                    python_image: str, seed: dagger.Directory | None, source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH,
+                    fresh: Mapping[str, str] | None = None) -> tuple[dagger.Directory, dict[str, str]]:  # fmt: skip
+    """The whole pipeline for `jobs`; returns the result Directory and the failures (empty on success).
+    `fresh`: see `native.container` (verify-reproducible's second build)."""
+    outcome = await build_libraries(jobs, source, python_image=python_image, seed=seed, fresh=fresh)
     libs = merge(outcome.outputs, [job.id for job in jobs])
     complete = [w for w in wheels if all(i in outcome.outputs for i in w.build_job_ids)]
-    await build_wheels(complete, source, libs, outcome)
+    await build_wheels(complete, source, libs, outcome, source_date_epoch=source_date_epoch, fresh=fresh)
     packed = [w for w in complete if w.id in outcome.outputs]
     result = dag.directory().with_directory("libs", libs).with_directory("wheels", merge(outcome.outputs, [w.id for w in packed]))
     audit_exit: int | None = None
     if packed:
         audited = [job for job in jobs if any(job.platform == w.platform for w in packed)]
-        report, audit_exit = await run_audit(python_image, source, result.directory("wheels"), expectations(matrix, audited))
+        report, audit_exit = await run_audit(python_image, source, result.directory("wheels"), expectations(matrix, audited), fresh)
         result = result.with_file("audit.md", report)
         if audit_exit != 0:
             outcome.failures["audit"] = f"the audit step exited with {audit_exit}: see audit.md"
@@ -147,7 +172,9 @@ async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJ
             outcome.failures.setdefault(w.id, "not packed: a library of this platform failed to build")
     if outcome.ccache:
         result = result.with_directory("ccache", merge(outcome.ccache, [job.id for job in jobs]))
-    result = result.with_new_file("manifest.json", manifest(jobs, wheels, outcome, audit_exit))
+    version = (await source.file("VERSION").contents()).strip()
+    document = await jobs_document(jobs, wheels, outcome, audit_exit, version=version, source_date_epoch=source_date_epoch)
+    result = result.with_file("manifest.json", packaging.manifest(python_image, source, result, document, fresh))
     if outcome.failures:
         result = result.with_new_file("failures.md", failures_md(outcome.failures))
     return result, outcome.failures

@@ -7,6 +7,7 @@ job's ccache volume; the job's source subset at /work/src; then exactly `Job.nat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagger
@@ -48,20 +49,26 @@ def with_ccache(ctr: dagger.Container, job: Job, seed: dagger.Directory | None) 
     return with_env(ctr, {"CCACHE_DIR": f"{CCACHE_MOUNT}/{job.id}", "CCACHE_MAXSIZE": CCACHE_MAXSIZE})
 
 
-def container(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None) -> dagger.Container:
-    """The job's container, prepared and with the step run (lazy: nothing runs until a leaf is awaited)."""
+def container(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
+              fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
+    """The job's container, prepared and with the step run (lazy: nothing runs until a leaf is awaited).
+
+    `fresh` (verify-reproducible's second build) holds variables set just before the step, which make
+    the engine run it again instead of reusing the first build's result, and turn ccache off; none of
+    them changes what the step writes."""
     if job.image is None or job.runner != "container":
         msg = f"{job.id} builds on a {job.runner}, not in a container"
         raise ValueError(msg)
     ctr = with_setup(base(job.image, job.dagger_platform), job.setup, job.dagger_platform)
     ctr = with_managed_tools(ctr, TOOLS, dagger_platform=job.dagger_platform, python_image=python_image, source=source)
     ctr = with_ccache(with_env(with_steps(ctr, source), job.env), job, seed)
-    return source_subset(ctr, source, job.sources).with_exec(job.native_argv())
+    return with_env(source_subset(ctr, source, job.sources), fresh or {}).with_exec(job.native_argv())
 
 
-def build(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None) -> NativeBuild:
+def build(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
+          fresh: Mapping[str, str] | None = None) -> NativeBuild:  # fmt: skip
     """The job's `out` Directory, plus a copy of its ccache when seeded (cache volumes are never exported)."""
-    built = container(job, source, python_image=python_image, seed=seed)
+    built = container(job, source, python_image=python_image, seed=seed, fresh=fresh)
     snapshot = None
     if seed is not None:
         copy = f'mkdir -p "$CCACHE_DIR" {SNAPSHOT} && cp -a "$CCACHE_DIR" {SNAPSHOT}/'

@@ -1,0 +1,234 @@
+"""`bnb-ci doctor`: which toolkits this host has, which planned jobs they let `bnb-ci` build here, and
+how to install each one that is missing.
+
+The toolkits come from toolchains.py's detection (`detect_host`: cmake, the C++ compiler, every nvcc,
+hipcc and icpx with the version it reports); which jobs they enable comes from the executor's own
+decision (`toolchains.decide`), so the doctor and `bnb-ci build-*` never disagree. Besides those it
+looks for the cross tools (aarch64-linux-gnu-g++, zig from the `ziglang` wheel, wine64,
+qemu-aarch64-static) and the Dagger CLI and engine, which builds every Linux container job.
+
+    bnb-ci doctor
+
+    | toolkit | found | jobs it enables | install hint |
+    |---|---|---|---|
+    | nvcc 13.0 | 13.0.88 at /usr/local/cuda-13.0 (/usr/local/cuda*) | cuda130-linux-x86_64 | |
+    | nvcc 12.8 | not found | (cuda128-linux-x86_64) | https://developer.nvidia.com/cuda-12-8-0-download-archive ... |
+
+Jobs in parentheses are the ones the toolkit would enable once installed. `diagnose` is pure: the
+handler detects, the tests can hand it any host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .plan import Job
+from .toolchains import HostToolchains, Installation, Runnable, decide, detect_host, host_platform, step_environment
+from .versions import sort_versions
+
+if TYPE_CHECKING:
+    from .cli import Invocation
+
+ENGINE_TIMEOUT_S = 20
+"""How long `dagger core version` may take to reach the engine before it counts as unreachable."""
+TOOL_TIMEOUT_S = 10
+
+CUDA_HINT = "install CUDA {v} (https://developer.nvidia.com/cuda-toolkit-archive), then set CUDA_HOME or BNB_CUDA_ROOTS to its root"
+ROCM_HINT = "install ROCm {v} (https://rocm.docs.amd.com/projects/install-on-linux/en/latest/), then set ROCM_PATH to its root"
+ONEAPI_HINT = (
+    "install the oneAPI {v} DPC++/C++ compiler (apt-get install intel-oneapi-compiler-dpcpp-cpp-{v}; "
+    "https://www.intel.com/content/www/us/en/developer/tools/oneapi/base-toolkit-download.html), then source setvars.sh"
+)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A helper program found (or not) on PATH: cross compilers, emulators, the Dagger CLI."""
+
+    name: str
+    path: str | None
+    version: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    toolkit: str
+    found: str  # "" when missing
+    enables: tuple[str, ...]  # job ids, or a short text for non-job capabilities
+    hint: str  # "" when nothing needs installing
+    would_enable: bool = False  # `enables` lists what the toolkit would enable once installed
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What the doctor looks for beyond toolchains.detect_host."""
+
+    cross_gxx: Tool
+    zig: Tool
+    wine: Tool
+    qemu: Tool
+    dagger: Tool
+    engine: Tool
+
+
+Probe = Callable[[Sequence[str], Mapping[str, str], float], str | None]
+
+
+def run_probe(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> str | None:
+    """stdout+stderr of a version query, or None when it cannot run, fails or takes too long."""
+    try:
+        done = subprocess.run(list(argv), env=dict(env), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout + done.stderr).strip() if done.returncode == 0 else None
+
+
+def _first_line(text: str | None) -> str | None:
+    return text.splitlines()[0].strip() if text else None
+
+
+def detect_extras(env: Mapping[str, str], *, path: str, python: str, probe: Probe = run_probe) -> Extras:
+    """Look for the cross tools and Dagger on `path` (the engine is asked with a short timeout)."""
+
+    def tool(name: str, version_args: Sequence[str]) -> Tool:
+        found = shutil.which(name, path=path)
+        return Tool(name, found, _first_line(probe([found, *version_args], env, TOOL_TIMEOUT_S)) if found else None)
+
+    zig_version = _first_line(probe([python, "-m", "ziglang", "version"], env, TOOL_TIMEOUT_S))
+    zig = Tool("zig", f"{python} -m ziglang" if zig_version else shutil.which("zig", path=path), zig_version)
+    if zig.path and not zig.version:
+        zig = Tool("zig", zig.path, _first_line(probe([zig.path, "version"], env, TOOL_TIMEOUT_S)))
+    dagger = tool("dagger", ["version"])
+    if dagger.path:
+        engine_text = probe([dagger.path, "core", "version"], env, ENGINE_TIMEOUT_S)
+        engine = Tool("dagger engine", dagger.path if engine_text else None, _first_line(engine_text),
+                      "" if engine_text else f"`dagger core version` did not answer within {ENGINE_TIMEOUT_S} s")  # fmt: skip
+    else:
+        engine = Tool("dagger engine", None, detail="no dagger CLI to reach it with")
+    return Extras(
+        cross_gxx=tool("aarch64-linux-gnu-g++", ["--version"]),
+        zig=zig,
+        wine=tool("wine64", ["--version"]),
+        qemu=tool("qemu-aarch64-static", ["--version"]),
+        dagger=dagger,
+        engine=engine,
+    )
+
+
+# ---- the table (pure) --------------------------------------------------------------------------
+
+
+def runnable_jobs(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str]) -> list[Job]:
+    return [job for job in jobs if isinstance(decide(job, host, base), Runnable)]
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _toolkit_rows(kind: str, label: str, found: Sequence[Installation], jobs: Sequence[Job], runnable: set[str], host_platform_id: str | None,
+                  key: Callable[[str], str], hint: str) -> list[Row]:  # fmt: skip
+    """One row per installation found, then one per version the plan builds here that none provides."""
+    family = {"cuda": "cuda", "rocm": "rocm", "oneapi": "xpu"}[kind]
+    mine = [job for job in jobs if job.family == family and job.platform == host_platform_id and job.version]
+    rows = []
+    covered: set[str] = set()
+    for inst in found:
+        enabled = tuple(j.id for j in mine if j.id in runnable and key(j.version or "") == key(inst.version))
+        covered.add(key(inst.version))
+        rows.append(Row(f"{label} {key(inst.version)}", f"{inst.version} at {inst.root} ({inst.origin})", enabled, ""))
+    for version in sort_versions({j.version for j in mine if j.version}):
+        if key(version) in covered:
+            continue
+        covered.add(key(version))
+        wanted = tuple(j.id for j in mine if key(j.version or "") == key(version))
+        rows.append(Row(f"{label} {key(version)}", "", wanted, hint.format(v=key(version)), would_enable=True))
+    return rows
+
+
+def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str], extras: Extras) -> list[Row]:
+    """Every row of the doctor's table, for the planned `jobs`."""
+    runnable = {job.id for job in runnable_jobs(jobs, host, base)}
+    here = host.platform
+    cpu = tuple(j.id for j in jobs if j.family == "cpu" and j.id in runnable)
+    rows = [
+        Row("cmake", host.cmake or "", ("every job on this host",) if host.cmake else (), "" if host.cmake else "pip install cmake (or apt-get install cmake)"),
+        Row("C++ compiler", host.cxx or "", cpu, "" if host.cxx else "apt-get install g++ (or set CXX)"),
+        Row("ninja", host.ninja or "", ("faster builds (optional)",), "" if host.ninja else "pip install ninja"),
+        Row("ccache", host.ccache or "", ("faster rebuilds (optional)",), "" if host.ccache else "apt-get install ccache"),
+    ]
+    rows += _toolkit_rows("cuda", "nvcc", host.cuda, jobs, runnable, here, _major_minor, CUDA_HINT)
+    rows += _toolkit_rows("rocm", "hipcc", host.rocm, jobs, runnable, here, _major_minor, ROCM_HINT)
+    rows += _toolkit_rows("oneapi", "icpx", host.oneapi, jobs, runnable, here, lambda v: v.split(".")[0], ONEAPI_HINT)
+
+    def elsewhere(*platforms: str) -> tuple[str, ...]:
+        return tuple(j.id for j in jobs if j.platform in platforms and j.platform != here and j.id in runnable)
+
+    aarch64 = elsewhere("linux-aarch64")
+    windows = elsewhere("windows-x64", "windows-arm64")
+    for tool, purpose, enabled, hint in (
+        (extras.cross_gxx, "cross, linux-aarch64", aarch64, "apt-get install g++-aarch64-linux-gnu"),
+        (extras.zig, "cross, linux-aarch64 / windows", aarch64 + windows, "pip install ziglang"),
+        (extras.wine, "runs windows builds' tools", windows, "apt-get install wine64"),
+        (extras.qemu, "runs linux-aarch64 binaries", aarch64, "apt-get install qemu-user-static"),
+    ):
+        found = f"{tool.version or 'version unknown'} at {tool.path}" if tool.path else ""
+        rows.append(Row(f"{tool.name} ({purpose})", found, enabled, "" if tool.path else hint))
+    containers = tuple(j.id for j in jobs if j.runner == "container")
+    summary = (f"{len(containers)} Linux container job(s) through `dagger call build-all`",) if containers else ()
+    rows.append(Row("dagger CLI", f"{extras.dagger.version or 'version unknown'} at {extras.dagger.path}" if extras.dagger.path else "",
+                    summary, "" if extras.dagger.path else "curl -fsSL https://dl.dagger.io/dagger/install.sh | BIN_DIR=$HOME/.local/bin sh (https://docs.dagger.io/install)",
+                    would_enable=not extras.dagger.path))  # fmt: skip
+    engine_hint = "" if extras.engine.path else (
+        f"{extras.engine.detail}; start Docker (the engine runs as a container) or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at an engine"
+    )
+    rows.append(Row("dagger engine", f"reachable ({extras.engine.version})" if extras.engine.path else "", summary, engine_hint,
+                    would_enable=not extras.engine.path))  # fmt: skip
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render(rows: Sequence[Row], jobs: Sequence[Job], runnable: Sequence[Job], host: HostToolchains) -> str:
+    lines = [
+        f"host platform: {host.platform or 'unknown'}",
+        "",
+        "| toolkit | found | jobs it enables | install hint |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        enables = ", ".join(row.enables) or "-"
+        if row.would_enable and row.enables:
+            enables = f"({enables})"
+        lines.append(f"| {_cell(row.toolkit)} | {_cell(row.found or 'not found')} | {_cell(enables)} | {_cell(row.hint)} |")
+    lines += [
+        "",
+        "Jobs in parentheses are what a missing toolkit would enable.",
+        f"bnb-ci can build {len(runnable)} of the {len(jobs)} planned job(s) on this host: {', '.join(j.id for j in runnable) or 'none'}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_doctor(invocation: Invocation) -> int:
+    """The `doctor` verb: detect, print the table; always exit 0 (it reports, it does not judge)."""
+    import platform as platform_module
+
+    env = invocation.env
+    python = sys.executable
+    host = detect_host(env, python=python, repo=Path(os.getcwd()), platform=host_platform(platform_module.system(), platform_module.machine()))
+    base = step_environment(env, host, pythonpath=Path(__file__).resolve().parent.parent, source_date_epoch="0")
+    extras = detect_extras(env, path=host.path, python=python)
+    rows = diagnose(invocation.jobs, host, base, extras)
+    invocation.stdout.write(render(rows, invocation.jobs, runnable_jobs(invocation.jobs, host, base), host))
+    invocation.stdout.flush()
+    return 0
