@@ -19,6 +19,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# zig (the cross toolchain of the CPU jobs) builds libc/libc++ once per target into its global cache, which
+# takes minutes: every build of the session (bnb-ci runs in temporary folders too) shares one cache that
+# outlives the session (.ci/run keeps .bnb-cache).
+os.environ.setdefault("ZIG_GLOBAL_CACHE_DIR", str(REPO_ROOT / ".bnb-cache" / "zig"))
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engine: needs a Dagger CLI and engine (skipped without one)")

@@ -94,6 +94,8 @@ class FakeEngine:
     queries: list[Recorded] = field(default_factory=list)
     fail: Callable[[Recorded], Exception | None] = lambda _: None
     exit_codes: dict[str, int] = field(default_factory=dict)
+    globs: dict[str, list[str]] = field(default_factory=dict)  # Directory.glob(pattern) -> paths
+    digests: Callable[[Recorded], str] = lambda q: fake_digest(q.text())  # File/Directory.digest()
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         engine = self
@@ -119,6 +121,12 @@ class FakeEngine:
             return f"<{leaf} of {len(self.queries)}>"
         if leaf in ("sync", "id"):
             return "id:" + record.text()
+        if leaf == "glob":
+            return list(self.globs.get(record.calls[-1].args["pattern"], []))
+        if leaf == "entries":
+            return []
+        if leaf == "digest":
+            return self.digests(record)
         return None if return_type is None else ""
 
     def leaves(self, name: str) -> list[Recorded]:

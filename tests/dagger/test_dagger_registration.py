@@ -85,9 +85,10 @@ EXPECTED: dict[str, list[str]] = {
     "build_cuda": ["source", "cuda_version", "platform", "archs", "ccache"],
     "build_rocm": ["source", "rocm_version", "platform", "archs", "ccache"],
     "build_xpu": ["source", "oneapi_version", "platform", "ccache"],
-    "build_wheels": ["libs", "source", "platform"],
+    "build_wheels": ["libs", "source", "platform", "source_date_epoch"],
     "audit_wheels": ["wheels", "source", "platform", "archs", "keep_going"],
-    "build_all": ["source", "platform", "backend", "version", "archs", "ccache", "keep_going"],
+    "build_all": ["source", "platform", "backend", "version", "archs", "ccache", "keep_going", "source_date_epoch"],
+    "verify_reproducible": ["source", "platform", "backend", "version", "archs", "source_date_epoch", "keep_going"],
     "lock_images": [],
     "pre_release": ["wheels", "token", "repository", "commit", "source", "tag", "platform", "backend", "version", "archs"],
     "publish": ["wheels", "source", "token", "oidc_request_url", "oidc_request_token", "repository_url", "platform", "backend", "version", "archs"],
@@ -123,10 +124,10 @@ def test_types_defaults_and_caching(module: dict[str, Any]) -> None:
     fns = module["functions"]
     assert {n: fns[n]["returns"] for n in fns if n} == {
         "plan": "<class 'str'>", "lock_images": "<class 'dagger.File'>", "audit_wheels": "<class 'dagger.File'>",
-        "publish": "<class 'str'>",
+        "publish": "<class 'str'>", "verify_reproducible": "<class 'str'>",
         **{n: "<class 'dagger.Directory'>" for n in ("build_cpu", "build_cuda", "build_rocm", "build_xpu", "build_wheels", "build_all", "pre_release")},
     }  # fmt: skip
-    assert {n for n in fns if fns[n]["cache"] == "never"} == {"lock_images", "pre_release", "publish"}
+    assert {n for n in fns if fns[n]["cache"] == "never"} == {"lock_images", "pre_release", "publish", "verify_reproducible"}
     all_args = fns["build_all"]["args"]
     assert all_args["platform"]["type"] == "list[str] | None" and all_args["platform"]["default"] == "null"
     assert all_args["keep_going"]["default"] == "false" and all_args["archs"]["default"] == '""'
@@ -166,4 +167,4 @@ def test_sdk_registration_dry_run() -> None:
         for arg in args:
             assert f'withArg(name: "{arg}"' in text, (name, arg)
     assert 'defaultPath: "/"' in text and '".ccache"' in text and '"pipeline/sdk"' in text
-    assert text.count('withCachePolicy(policy: \"Never\")') == 3
+    assert text.count('withCachePolicy(policy: \"Never\")') == 4  # lock_images, pre_release, publish, verify_reproducible

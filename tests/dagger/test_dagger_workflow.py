@@ -104,3 +104,24 @@ def test_release_jobs_are_one_dagger_call_on_the_build_artifact(workflow: dict[s
     assert "--oidc-request-url=env://ACTIONS_ID_TOKEN_REQUEST_URL" in call and "--token" not in " ".join(call)
     assert "env" not in publish_step, "the runner sets the OIDC request variables itself (id-token: write)"
     assert "--skip-existing" not in call
+
+
+def test_windows_gpu_libraries_build_on_windows_runners_and_pack_through_build_wheels(workflow: dict[str, Any]) -> None:
+    from bitsandbytes_ci.matrix import load_matrix
+    from bitsandbytes_ci.plan import Selection, plan_jobs
+
+    jobs = workflow["jobs"]
+    native = jobs["build-windows-cuda"]
+    assert native["runs-on"].startswith("windows")
+    planned = [j for j in plan_jobs(load_matrix(), Selection(backends=("cuda",), platforms=("windows-x64",)))]
+    assert all(j.runner == "native-runner" for j in planned)
+    assert native["strategy"]["matrix"]["cuda"] == [j.version for j in planned], "one row per windows-x64 CUDA toolkit of matrix.toml"
+    runs = "\n".join(s.get("run", "") for s in native["steps"])
+    assert "bnb-ci build-cuda --platform windows-x64 --cuda-version ${{ matrix.cuda }} --out libs" in runs
+    assert "-c pipeline/step-requirements.txt" in runs
+    wheels = jobs["windows-wheels"]
+    assert set(wheels["needs"]) == {"build", "build-windows-cuda"}
+    [step] = dagger_steps(wheels)
+    assert str(step["with"]["version"]) == engine_version()
+    call = step["with"]["call"].split()
+    assert call[0] == "build-wheels" and "--libs=libs" in call and "--platform=windows-x64" in call

@@ -32,10 +32,11 @@ def test_plan_json_lists_every_job() -> None:
     expected_linux |= {f"rocm{v}-linux-x86_64" for v in ("64", "70", "71", "72", "714")}
     expected_linux |= {"xpu2025-linux-x86_64", "xpu2026-linux-x86_64"}
     assert linux == expected_linux
-    assert all(j["runner"] == "container" and j["image"] for j in jobs if j["os"] == "linux")
+    assert all(j["runner"] == "container" and j["image"] for j in jobs if j["os"] == "linux" and j["backend"] != "cpu")
+    assert all(j["runner"] == "cross" and j["toolchain"] == "zig" and j["image"] for j in jobs if j["backend"] == "cpu")
     others = [j for j in jobs if j["os"] != "linux"]
     assert len(others) == 38 - len(expected_linux)
-    assert all(j["runner"] in {"native-runner", "cross"} and j["image"] is None for j in others)
+    assert all(j["runner"] == "native-runner" and j["image"] is None for j in others if j["backend"] != "cpu")
     assert {j["id"] for j in others} >= {"cpu-macos-arm64", "cpu-windows-arm64", "cuda134-windows-arm64", "rocm714-windows-x64", "xpu2026-windows-x64"}
 
 

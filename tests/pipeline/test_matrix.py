@@ -80,7 +80,26 @@ def test_platforms_are_the_seed_platforms(matrix) -> None:
     assert matrix.platforms[MAC_ARM].deployment_target == "14.0"
     assert matrix.platforms[LINUX_X64].dagger_platform == "linux/amd64"
     assert matrix.platforms[LINUX_ARM].dagger_platform == "linux/arm64"
-    assert [matrix.platforms[p].runner for p in ALL_PLATFORMS] == ["container", "container", "native-runner", "native-runner", "native-runner"]
+    assert [matrix.platforms[p].runner for p in ALL_PLATFORMS] == ["container", "container", "native-runner", "native-runner", "cross"]
+
+
+def test_cpu_builds_every_platform_with_the_zig_toolchain(matrix) -> None:
+    zig = matrix.toolchains["zig"]
+    assert matrix.cpu.toolchain == "zig" and not matrix.cpu.images
+    assert zig.targets == {LINUX_X64: "x86_64-linux-gnu.2.17", LINUX_ARM: "aarch64-linux-gnu.2.17", WIN_X64: "x86_64-windows-gnu",
+                           WIN_ARM: "aarch64-windows-gnu", MAC_ARM: "aarch64-macos"}  # fmt: skip
+    assert zig.image == matrix.wheel.image and zig.dagger_platform == "linux/amd64"
+    assert (Path(__file__).resolve().parents[2] / zig.toolchain_file).is_file()
+    for platform in ALL_PLATFORMS:
+        assert matrix.cross_toolchain(matrix.cpu, platform) is zig
+        assert matrix.cross_toolchain(matrix.cuda, platform) is None
+
+
+def test_a_cross_platform_needs_a_toolchain_for_each_family(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, ('toolchain = "zig"', 'toolchain = "zag"'))
+    assert "unknown toolchain 'zag'" in load_error(path)
+    path = write_variant(tmp_path, ('windows-arm64 = "aarch64-windows-gnu", macos-arm64 = "aarch64-macos" }', 'windows-arm64 = "aarch64-windows-gnu" }'))
+    assert "macos-arm64: the platform builds with a cross toolchain" in load_error(path)
 
 
 @pytest.mark.parametrize("family", ["cuda", "rocm", "xpu"])
@@ -125,8 +144,7 @@ def test_images_per_backend_and_platform(matrix) -> None:
     assert matrix.rocm.image_for(LINUX_X64, "7.14.0") == "rocm/dev-ubuntu-22.04:7.14.0-full"
     assert matrix.xpu.image_for(LINUX_X64, "2025") == "intel/deep-learning-essentials:2025.1.3-0-devel-ubuntu22.04"
     assert matrix.xpu.image_for(LINUX_X64, "2026") == "intel/deep-learning-essentials:2026.0.0-devel-ubuntu22.04"
-    assert matrix.cpu.image_for(LINUX_X64, None).startswith("quay.io/pypa/manylinux_2_28_x86_64:")
-    assert matrix.cpu.image_for(LINUX_ARM, None).startswith("quay.io/pypa/manylinux_2_28_aarch64:")
+    assert matrix.cpu.image_for(LINUX_X64, None) is None, "cpu builds with the zig toolchain, in its image"
     assert matrix.wheel.image.startswith("python:3.12-")
 
 
@@ -258,7 +276,7 @@ def test_malformed_rocm_target_is_rejected(tmp_path: Path) -> None:
 
 
 def test_image_with_a_digest_in_the_matrix_is_rejected(tmp_path: Path) -> None:
-    path = write_variant(tmp_path, ('image = "python:3.12-slim-bookworm"', 'image = "python:3.12-slim-bookworm@sha256:' + "0" * 64 + '"'))
+    path = write_variant(tmp_path, ('image = "python:3.12-slim-bookworm"   # Linux', 'image = "python:3.12-slim-bookworm@sha256:' + "0" * 64 + '"   # Linux'))
     assert "put the digest in images.lock.toml" in load_error(path)
 
 

@@ -57,7 +57,7 @@ def test_the_run_fails_and_lists_the_failed_job_with_its_log(kept_going: Run) ->
     log = Path(failed.split("log: ")[1].split("\n")[0])
     assert log.is_file() and INJECTED_ERROR in log.read_text()
     assert INJECTED_ERROR in failed.split("summary:")[0]  # the last lines of its log
-    assert "summary: 2 built, " in result.stdout and ", 1 failed" in result.stdout
+    assert "summary: 3 built, " in result.stdout and ", 1 failed" in result.stdout
 
 
 def test_the_other_jobs_outputs_are_intact(kept_going: Run) -> None:
@@ -84,7 +84,7 @@ def test_summary_md_and_the_github_step_summary(kept_going: Run) -> None:
     assert "| cpu-linux-x86_64 | library | built |" in summary
     assert "| cuda130-linux-x86_64 | library | FAILED |" in summary
     assert "#### cuda130-linux-x86_64" in summary and INJECTED_ERROR in summary and "- full log: `" in summary
-    assert "| wheel-linux-x86_64 | wheel | built |" in summary and "MiB |" in summary
+    assert "| wheel-linux-x86_64 | wheel | built |" in summary and "KiB |" in summary
     assert "### Audit" in summary
     step = kept_going.step_summary.read_text()
     assert step == "earlier step's summary\n" + summary

@@ -83,10 +83,13 @@ def test_every_seed_toolkit_row_has_a_job(jobs) -> None:
 
 def test_container_and_native_jobs(jobs) -> None:
     for job in jobs:
-        if job.os == "linux":
-            assert job.runner == "container" and job.image and job.dagger_platform
+        if job.family == "cpu":  # every platform, with the zig cross toolchain in the Python image on amd64
+            assert job.runner == "cross" and job.toolchain == "zig" and job.image == "python:3.12-slim-bookworm"
+            assert job.dagger_platform == "linux/amd64" and job.setup == [] and job.env == {}
+        elif job.os == "linux":
+            assert job.runner == "container" and job.image and job.dagger_platform and job.toolchain is None
         else:
-            assert job.runner in {"native-runner", "cross"}
+            assert job.runner == "native-runner"
             assert job.image is None and job.dagger_platform is None and not job.image_pinned
             assert job.setup == [] and job.env == {}
 
@@ -110,8 +113,12 @@ def test_locked_image_carries_its_digest(tmp_path: Path) -> None:
 
 def test_cmake_args_per_backend(jobs) -> None:
     ids = by_id(jobs)
-    assert ids["cpu-linux-x86_64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release"]
-    assert ids["cpu-macos-arm64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0"]
+    zig = ["-DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/zig.cmake"]
+    assert ids["cpu-linux-x86_64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", *zig, "-DBNB_ZIG_TARGET=x86_64-linux-gnu.2.17"]
+    assert ids["cpu-windows-arm64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", *zig, "-DBNB_ZIG_TARGET=aarch64-windows-gnu"]
+    assert ids["cpu-macos-arm64"].cmake_args == [
+        "-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0", *zig, "-DBNB_ZIG_TARGET=aarch64-macos",
+    ]  # fmt: skip
     assert ids["cuda124-linux-x86_64"].cmake_args == [
         "-DCOMPUTE_BACKEND=cuda", "-DCMAKE_BUILD_TYPE=Release", "-DCOMPUTE_CAPABILITY=60;70;75;80;86;89;90",
     ]  # fmt: skip
@@ -169,6 +176,7 @@ def test_native_argv_of_a_cpu_job_has_no_version_or_archs(jobs) -> None:
         "python3", "-m", "bnb_build", "native", "--job-id", "cpu-macos-arm64", "--backend", "cpu",
         "--platform", "macos-arm64", "--library", "libbitsandbytes_cpu.dylib", "--source", "src", "--out", "out",
         "--", "-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0",
+        "-DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/zig.cmake", "-DBNB_ZIG_TARGET=aarch64-macos",
     ]  # fmt: skip
 
 
@@ -282,7 +290,9 @@ def test_one_wheel_per_platform(matrix, jobs) -> None:
         assert wheel.optional_sources == ["LICENSE"]
     linux = wheels[0]
     assert linux.image == "python:3.12-slim-bookworm" and linux.runner == "container"
-    assert wheels[4].libraries == ["libbitsandbytes_cpu.dylib"] and wheels[4].image is None
+    # packing is pure Python: every wheel is packed in the wheel image (macOS and Windows on amd64)
+    assert wheels[4].libraries == ["libbitsandbytes_cpu.dylib"] and wheels[4].image == linux.image
+    assert wheels[4].dagger_platform == "linux/amd64" and wheels[4].runner == "cross"
 
 
 def test_wheel_and_audit_argv(matrix, jobs) -> None:

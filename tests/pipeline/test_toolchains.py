@@ -153,10 +153,9 @@ def test_xpu_needs_icpx_of_the_same_year() -> None:
 @pytest.mark.parametrize(
     ("job_id", "reason"),
     [
-        ("cpu-windows-x64", "native-runner job for windows-x64: needs a Windows runner"),
         ("cuda130-windows-x64", "native-runner job for windows-x64: needs a Windows runner"),
-        ("cpu-macos-arm64", "native-runner job for macos-arm64: needs a macOS runner"),
-        ("cpu-linux-aarch64", "linux-aarch64 job: needs a Linux aarch64 host or a cross toolchain, and this host is linux-x86_64"),
+        ("rocm714-windows-x64", "native-runner job for windows-x64: needs a Windows runner"),
+        ("cuda130-linux-aarch64", "linux-aarch64 job: needs a Linux aarch64 host or a cross toolchain, and this host is linux-x86_64"),
     ],
 )
 def test_jobs_of_other_platforms_are_skipped(job_id: str, reason: str) -> None:
@@ -165,16 +164,43 @@ def test_jobs_of_other_platforms_are_skipped(job_id: str, reason: str) -> None:
 
 
 def test_native_runner_job_runs_on_its_own_platform() -> None:
-    host = fake_host(platform="macos-arm64")
-    assert isinstance(decide(job("cpu-macos-arm64"), host, base(host)), Runnable)
+    host = fake_host(platform="windows-x64", cuda=(Installation("cuda", "13.0.88", Path("C:/cuda"), Path("C:/cuda/bin/nvcc.exe"), "$CUDA_PATH"),))
+    assert isinstance(decide(job("cuda130-windows-x64"), host, base(host)), Runnable)
+
+
+@pytest.mark.parametrize("job_id", ["cpu-linux-x86_64", "cpu-linux-aarch64", "cpu-windows-x64", "cpu-windows-arm64", "cpu-macos-arm64"])
+@pytest.mark.parametrize("host_platform", ["linux-x86_64", "linux-aarch64", "macos-arm64"])
+def test_cross_jobs_run_on_any_host_with_zig(job_id: str, host_platform: str) -> None:
+    host = fake_host(platform=host_platform, zig="0.17.1", cxx=None)
+    decision = decide(job(job_id), host, base(host, {"ZIG_GLOBAL_CACHE_DIR": "/cache/zig"}))
+    assert isinstance(decision, Runnable) and decision.toolchain == "zig 0.17.1 (zig, cross)"
+    assert decision.changes == {"ZIG_GLOBAL_CACHE_DIR": "/cache/zig"} and decision.env["ZIG_GLOBAL_CACHE_DIR"] == "/cache/zig"
+    without = fake_host(platform=host_platform)
+    assert decide(job(job_id), without, base(without)) == Skip(
+        f"cross job for {job(job_id).platform}: needs zig for the Python running bnb-ci ({without.python_dir}): "
+        "pip install ziglang (the version pinned in pipeline/step-requirements.txt)"
+    )
+
+
+def test_zig_cache_comes_from_the_environment_else_the_cache_dir() -> None:
+    host = fake_host()
+    assert step_environment({}, host, pythonpath=Path("/p"), source_date_epoch="7", zig_cache=Path("/c/zig"))["ZIG_GLOBAL_CACHE_DIR"] == "/c/zig"
+    kept = step_environment({"ZIG_GLOBAL_CACHE_DIR": "/mine"}, host, pythonpath=Path("/p"), source_date_epoch="7", zig_cache=Path("/c/zig"))
+    assert kept["ZIG_GLOBAL_CACHE_DIR"] == "/mine"
+    assert toolchains.parse_zig_version("0.17.1\n") == "0.17.1" and toolchains.parse_zig_version("No module named ziglang") is None
+
+
+def test_detects_zig_of_the_python_running_bnb_ci(host: HostToolchains) -> None:
+    assert host.zig is not None, "tests/requirements.txt installs ziglang (pipeline/step-requirements.txt pins it)"
+    assert any(line.startswith("zig (cross): ziglang ") for line in host.describe())
 
 
 def test_missing_cmake_or_compiler_is_named() -> None:
-    host = fake_host(cmake=None)
+    host = fake_host(cmake=None, zig="0.17.1")
     decision = decide(job("cpu-linux-x86_64"), host, base(host))
     assert isinstance(decision, Skip) and decision.reason.startswith("no cmake on PATH (/usr/bin)")
-    host = fake_host(cxx=None)
-    decision = decide(job("cpu-linux-x86_64"), host, base(host))
+    host = fake_host(cxx=None, cuda=(Installation("cuda", "13.0.88", Path("/cuda"), Path("/cuda/bin/nvcc"), "PATH"),))
+    decision = decide(job("cuda130-linux-x86_64"), host, base(host))
     assert isinstance(decision, Skip) and "no C++ compiler" in decision.reason
 
 

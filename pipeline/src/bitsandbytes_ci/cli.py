@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from .doctor import run_doctor
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--jobs", type=positive_int, default=DEFAULT_CONCURRENCY, metavar="N",
                 help=f"how many jobs run at the same time (default: {DEFAULT_CONCURRENCY})",
             )  # fmt: skip
-        if "host" in verb.options and name != "audit-wheels":
+        if name in ("build-wheels", "build-all"):  # what packs wheels: a library does not depend on it
             sub.add_argument(
                 "--source-date-epoch", type=source_date_epoch_arg, metavar="SECONDS",
                 help=f"SOURCE_DATE_EPOCH of the wheels (default: {DEFAULT_SOURCE_DATE_EPOCH}, as in Dagger; "
@@ -216,7 +217,7 @@ def main_inner(
     except MatrixError as e:
         if args.matrix or not matrix_path:
             raise
-        msg = f"${MATRIX_ENV}={matrix_path}: {e}; fix the file, or unset {MATRIX_ENV} to use the built-in matrix"
+        msg = f"{MATRIX_ENV}={matrix_path} (from the environment): {e}"
         raise MatrixError(msg) from None
     selection = selection_for(args.verb, args)
     jobs = plan_jobs(matrix, selection)
@@ -242,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     received: list[int] = []
 
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         sigint = signal.getsignal(signal.SIGINT)  # asyncio's while jobs run: it cancels them
         if callable(sigint):

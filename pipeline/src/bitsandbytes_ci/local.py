@@ -9,6 +9,8 @@ Glossary
   `audit_argv()`), byte-identical to the Dagger container's; only the environment differs
   (toolchains.decide). `bnb_build` is importable through PYTHONPATH, never copied into `src/`.
 - result: one `results.JobResult` per job: built, skipped (reason) or failed (exit code, log tail).
+- artifact cache: `<cache root>/artifacts/<input digest>/` (artifact_cache.py). A job whose input
+  digest has a complete, verified entry does not run; its result is built and `cached`.
 
 Jobs run concurrently up to a limit (`--jobs`, an anyio CapacityLimiter). A failing job never cancels
 the others: every job turns its own failure into a result. Libraries first, then one wheel per
@@ -223,8 +225,7 @@ async def _cache_lookup(settings: HostSettings, key: str, job_id: str, console: 
     entry, problem = await anyio.to_thread.run_sync(artifact_cache.lookup, settings.cache_dir, key)
     if problem is not None:
         console.line(f"[{job_id}] cache entry {key[:19]}... discarded: {problem}; running the job again")
-    if entry is not None:
-        console.planned(1)
+    if entry is not None:  # the caller counted the job as planned (progress.py)
         console.started(job_id)
         console.finished(job_id, "built")
         console.line(f"[{job_id}] cached ({key[:19]}...)")
@@ -427,6 +428,7 @@ async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[s
     expect, notes = audit_expectations(matrix, built_jobs, wheels)
     held = [(w.name, sha256_file(w)) for w in wheels.values()]
     key = await anyio.to_thread.run_sync(lambda: artifact_cache.audit_digest(expect, held, steps_dir=steps_dir()))
+    console.planned(1)
     entry = await _cache_lookup(settings, key, AUDIT_JOB_ID, console)
     if entry is not None:
         report = entry / "audit.md"
@@ -449,7 +451,6 @@ async def _run_audit_step(matrix: Matrix, built_jobs: Sequence[Job], wheels: Map
     (work / "expect.json").write_text(render_json(expect), encoding="utf-8")
     argv = audit_argv()
     log = work / "log.txt"
-    console.planned(1)
     console.started(AUDIT_JOB_ID)
     console.line(f"[{AUDIT_JOB_ID}] start ({len(wheels)} wheel(s))")
     code, duration = await run_step(argv, cwd=work, env=settings.base_env, log=log, header=log_header(argv, work, {}, "python"))

@@ -1,9 +1,12 @@
 """The Dagger module of the pipeline: thin adapters from the plan to containers.
 
 Every function plans its jobs with plan.py (the same selection options as `bnb-ci`), hands each job
-to a stage recipe in `stages/` and returns what the steps produced as a Directory or File. Only Linux
-container jobs run here; Windows and macOS jobs are built on native runners with `bnb-ci` (the plan
-marks them with runner "native-runner"), and naming such a platform here is an error that says so.
+to a stage recipe in `stages/` and returns what the steps produced as a Directory or File. Jobs run
+here in Linux containers: runner "container" (Linux libraries in their toolkit's image) and runner
+"cross" (libraries of any platform built by a cross toolchain, e.g. the zig CPU builds for Windows and
+macOS). Jobs with runner "native-runner" (Windows CUDA/ROCm/XPU) are built on runners of their
+platform with `bnb-ci`; their libraries come back through build-wheels' `libs` Directory. Naming a
+platform whose selected jobs all need a native runner is an error that says so.
 
 Failures: build-all runs every job to the end and always assembles its result (libs/, wheels/,
 audit.md, manifest.json, failures.md). A Dagger function either returns a value or fails, and when it
@@ -20,9 +23,11 @@ which CI moves back into its cache before uploading the rest.
 """
 
 import json
+import uuid
 from typing import Annotated
 
 import dagger
+from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 from dagger import DefaultPath, Doc, Ignore, Name, function, object_type
 
 from .listing import format_table, jobs_json
@@ -47,25 +52,39 @@ Ccache = Annotated[
     Doc("ccache snapshot from an earlier result (its ccache/ folder): seeds new per-job cache volumes; the result then carries ccache/"),
 ]
 KeepGoing = Annotated[bool, Doc("return the result even when jobs failed (failures.md lists them) instead of failing")]
+SourceDateEpoch = Annotated[str, Doc(f"SOURCE_DATE_EPOCH of the wheels (default {DEFAULT_SOURCE_DATE_EPOCH}, as bnb-ci's; e.g. the commit time)")]
 
 
 def _select(backends: list[str] | None = None, versions: list[str] | None = None, platforms: list[str] | None = None, archs: str = "") -> Selection:
     return Selection(backends=tuple(backends or ()), versions=tuple(versions or ()), platforms=tuple(platforms or ()), archs=archs or None)
 
 
+IN_CONTAINERS = ("container", "cross")
+"""The runners whose jobs this module runs (in Linux containers); "native-runner" jobs run on `bnb-ci`."""
+
+
 def _container_jobs(selection: Selection) -> tuple[Matrix, list[Job]]:
-    """The selected jobs that build in Linux containers; naming a native-runner platform is an error."""
+    """The selected jobs that build in Linux containers (own image or cross toolchain); naming a platform
+    whose selected jobs all need a native runner is an error."""
     matrix = load_matrix()
     jobs = plan_jobs(matrix, selection)
-    elsewhere = sorted({job.platform for job in jobs if job.runner != "container"})
+    container_jobs = [job for job in jobs if job.runner in IN_CONTAINERS]
+    elsewhere = sorted({job.platform for job in jobs} - {job.platform for job in container_jobs})
     if selection.platforms and elsewhere:
         msg = f"{', '.join(elsewhere)} build(s) on native runners, not in containers: run `bnb-ci` there"
         raise ValueError(msg)
-    container_jobs = [job for job in jobs if job.runner == "container"]
     if not container_jobs:
         msg = "the selection has no Linux container job; `dagger call plan` lists the jobs and their runners"
         raise ValueError(msg)
     return matrix, container_jobs
+
+
+def _epoch(value: str) -> str:
+    """A SOURCE_DATE_EPOCH option: whole seconds since 1970-01-01 UTC."""
+    if not value.strip().isdigit():
+        msg = f"--source-date-epoch {value!r} is not a whole number of seconds since 1970-01-01 UTC"
+        raise ValueError(msg)
+    return str(int(value.strip()))
 
 
 def _python_image(matrix: Matrix) -> str:
@@ -96,7 +115,7 @@ class BitsandbytesCi:
 
     @function
     async def build_cpu(self, source: Source, platform: Platforms = None, ccache: Ccache = None) -> dagger.Directory:
-        """Build the CPU library per Linux platform: <os>/<arch>/libbitsandbytes_cpu.so (+ build-info.json)."""
+        """Build the CPU library per platform with the zig cross toolchain: <os>/<arch>/libbitsandbytes_cpu.so/.dll/.dylib (+ build-info.json)."""
         return await _libraries(_select(["cpu"], platforms=platform), source, ccache)
 
     @function
@@ -119,12 +138,14 @@ class BitsandbytesCi:
 
     @function
     async def build_wheels(self, libs: Annotated[dagger.Directory, Doc("built libraries: <os>/<arch>/libbitsandbytes_*")],
-                           source: Source, platform: Platforms = None) -> dagger.Directory:  # fmt: skip
-        """Pack one wheel per Linux platform from built libraries (py3-none-<platform tag>)."""
+                           source: Source, platform: Platforms = None,
+                           source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH) -> dagger.Directory:  # fmt: skip
+        """Pack one wheel per platform from built libraries (py3-none-<platform tag>); `libs` may hold the
+        libraries of native runners too (e.g. Windows CUDA DLLs built with `bnb-ci build-cuda`)."""
         matrix, jobs = _container_jobs(_select(platforms=platform))
-        wheels = plan_wheels(matrix, jobs)
+        wheels = plan_wheels(matrix, [job for job in plan_jobs(matrix, _select(platforms=platform)) if job.platform in {j.platform for j in jobs}])
         outcome = fanout.Outcome()
-        await fanout.build_wheels(wheels, source, libs, outcome)
+        await fanout.build_wheels(wheels, source, libs, outcome, source_date_epoch=_epoch(source_date_epoch))
         if outcome.failures:
             raise BuildFailed(fanout.failures_md(outcome.failures))
         return fanout.merge(outcome.outputs, [w.id for w in wheels])
@@ -141,15 +162,39 @@ class BitsandbytesCi:
 
     @function
     async def build_all(self, source: Source, platform: Platforms = None, backend: Backends = None, version: Versions = None,
-                        archs: Archs = "", ccache: Ccache = None, keep_going: KeepGoing = False) -> dagger.Directory:  # fmt: skip
+                        archs: Archs = "", ccache: Ccache = None, keep_going: KeepGoing = False,
+                        source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH) -> dagger.Directory:  # fmt: skip
         """Every Linux library, concurrently, then the wheels, then the audit: libs/, wheels/, audit.md,
         manifest.json, failures.md when something failed (see the module's notes on failures and --keep-going)."""
         matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
         result, failures = await fanout.build_all(matrix, jobs, plan_wheels(matrix, jobs), source,
-                                                  python_image=_python_image(matrix), seed=ccache)  # fmt: skip
+                                                  python_image=_python_image(matrix), seed=ccache,
+                                                  source_date_epoch=_epoch(source_date_epoch))  # fmt: skip
         if failures and not keep_going:
             raise BuildFailed(fanout.failures_md(failures))
         return result
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
+    async def verify_reproducible(self, source: Source, platform: Platforms = None, backend: Backends = None,
+                                  version: Versions = None, archs: Archs = "",
+                                  source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH,
+                                  keep_going: Annotated[bool, Doc("return the report even when artifacts differ")] = False) -> str:  # fmt: skip
+        """Build the selection twice (as build-all) and compare every artifact's digest: libraries, wheels,
+        audit.md, manifest.json. The second build bypasses the engine's cache for every step (a cache-buster
+        variable) and runs without ccache. Returns the report; fails when an artifact differs."""
+        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
+        wheels, image, epoch = plan_wheels(matrix, jobs), _python_image(matrix), _epoch(source_date_epoch)
+        builds = []
+        for fresh in (None, fanout.fresh_env(uuid.uuid4().hex)):
+            result, failures = await fanout.build_all(matrix, jobs, wheels, source, python_image=image, seed=None,
+                                                      source_date_epoch=epoch, fresh=fresh)  # fmt: skip
+            if failures:
+                raise BuildFailed(fanout.failures_md(failures))
+            builds.append(await fanout.file_digests(result))
+        report, same = fanout.reproducibility_report(builds[0], builds[1])
+        if not same and not keep_going:
+            raise BuildFailed(report)
+        return report
 
     @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
     async def lock_images(self) -> dagger.File:

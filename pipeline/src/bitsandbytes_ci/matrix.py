@@ -140,6 +140,29 @@ def _check_image(value: str) -> str:
     return value
 
 
+class CrossToolchain(_Strict):
+    """A toolchain that builds other platforms' libraries on Linux: on the host (when its tool is
+    installed) and in Dagger (in `image`, on `dagger_platform`, with no emulation). `targets` maps each
+    platform it builds for to its target; the job passes `toolchain_file` and the target to CMake."""
+
+    image: str
+    dagger_platform: Literal["linux/amd64", "linux/arm64"]
+    toolchain_file: str
+    target_define: str
+    targets: dict[str, str]
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return _check_image(value)
+
+    @field_validator("toolchain_file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        _check_sources((value,))
+        return value
+
+
 class ImageRule(_Strict):
     """The image for some platforms, from toolkit version `since` on ({version} is filled in)."""
 
@@ -195,6 +218,7 @@ class Family(_Strict):
     setup: tuple[str, ...] = ()
     env: dict[str, str] = {}
     audit_exemption: str | None = None
+    toolchain: str | None = None  # a cross toolchain of [toolchains] for the platforms it has targets for
     platforms: tuple[str, ...] = ()
     toolkits: tuple[Toolkit, ...] = ()
     cumulative_arch_rules: bool = False
@@ -346,6 +370,7 @@ class Matrix(_Strict):
     cuda: Family
     rocm: Family
     xpu: Family
+    toolchains: dict[str, CrossToolchain] = {}
     image_digests: dict[str, str | None] = {}
 
     @model_validator(mode="after")
@@ -358,13 +383,20 @@ class Matrix(_Strict):
                 if platform not in self.platforms:
                     msg = f"{name}: unknown platform {platform!r}{did_you_mean(platform, platform_ids)}; allowed: {allowed_list(platform_ids)}"
                     raise ValueError(msg)
+            if family.toolchain is not None and family.toolchain not in self.toolchains:
+                msg = f"{name}.toolchain: unknown toolchain {family.toolchain!r}{did_you_mean(family.toolchain, list(self.toolchains))}; allowed: {allowed_list(list(self.toolchains))}"
+                raise ValueError(msg)
+            for platform in family.all_platforms():
+                if self.platforms[platform].runner == "cross" and self.cross_toolchain(family, platform) is None:
+                    msg = f"{name} on {platform}: the platform builds with a cross toolchain, and {name} names none with a target for it"
+                    raise ValueError(msg)
             for rule in family.images:
                 for platform in rule.platforms:
                     if self.platforms[platform].runner != "container":
                         msg = f"{name}.images names {platform}, which builds on a {self.platforms[platform].runner}; images apply to container platforms only"
                         raise ValueError(msg)
             for platform in family.all_platforms():
-                if self.platforms[platform].runner != "container":
+                if self.platforms[platform].runner != "container" or self.cross_toolchain(family, platform) is not None:
                     continue
                 for version in family.versions_on(platform):
                     if family.image_for(platform, version) is None:
@@ -376,6 +408,11 @@ class Matrix(_Strict):
             except ValueError as e:
                 msg = f"{name}: {e}"
                 raise ValueError(msg) from None
+        for tc_name, toolchain in self.toolchains.items():
+            for platform in toolchain.targets:
+                if platform not in self.platforms:
+                    msg = f"toolchains.{tc_name}.targets: unknown platform {platform!r}{did_you_mean(platform, platform_ids)}; allowed: {allowed_list(platform_ids)}"
+                    raise ValueError(msg)
         for os_name in {p.os for p in self.platforms.values()}:
             if os_name not in self.library.suffix:
                 msg = f"library.suffix has no entry for os {os_name!r}"
@@ -398,6 +435,11 @@ class Matrix(_Strict):
             raise MatrixError(msg)
         return getattr(self, name)
 
+    def cross_toolchain(self, family: Family, platform: str) -> CrossToolchain | None:
+        """The cross toolchain that builds `family` for `platform`, or None (built by the platform's runner)."""
+        toolchain = self.toolchains.get(family.toolchain) if family.toolchain else None
+        return toolchain if toolchain is not None and platform in toolchain.targets else None
+
     def library_name(self, family: Family, version: str | None, platform: str) -> str:
         """The one place library file names come from: libbitsandbytes_<variant><suffix>."""
         suffix = self.library.suffix[self.platforms[platform].os]
@@ -410,7 +452,7 @@ class Matrix(_Strict):
 
     def images_in_use(self) -> list[str]:
         """Every `name:tag` the matrix uses, sorted: the keys the lock file should hold."""
-        refs = {self.wheel.image}
+        refs = {self.wheel.image} | {toolchain.image for toolchain in self.toolchains.values()}
         for _, family in self.families():
             for platform in family.all_platforms():
                 for version in family.versions_on(platform):

@@ -95,6 +95,7 @@ class Job(BaseModel):
     sources: list[str]
     setup: list[str]
     env: dict[str, str]
+    toolchain: str | None = None  # runner "cross": the matrix's cross toolchain (e.g. "zig")
 
     @property
     def output_subdir(self) -> str:
@@ -253,7 +254,9 @@ def plan_wheels(matrix: Matrix, jobs: Sequence[Job]) -> list[WheelJob]:
         built = [job for job in jobs if job.platform == platform_id]
         if not built:
             continue
-        image, pinned = matrix.pinned(matrix.wheel.image) if platform.runner == "container" else (None, False)
+        # Packing is pure Python, so every platform's wheel is packed in the wheel image (a Linux platform
+        # on its own architecture; the libraries of native runners arrive as a Directory).
+        image, pinned = matrix.pinned(matrix.wheel.image)
         wheels.append(
             WheelJob(
                 id=wheel_id(platform_id),
@@ -263,7 +266,8 @@ def plan_wheels(matrix: Matrix, jobs: Sequence[Job]) -> list[WheelJob]:
                 plat_tag=platform.plat_tag,
                 image=image,
                 image_pinned=pinned,
-                dagger_platform=platform.dagger_platform,
+                # a Linux platform's own; else where its cross jobs ran (any Linux platform would do)
+                dagger_platform=platform.dagger_platform or next((job.dagger_platform for job in built if job.dagger_platform), None),
                 runner=platform.runner,
                 libraries=[job.library for job in built],
                 build_job_ids=[job.id for job in built],
@@ -296,9 +300,17 @@ def expectations(matrix: Matrix, jobs: Sequence[Job]) -> dict[str, Any]:
 
 def _job(matrix: Matrix, name: str, family: Family, version: str | None, platform_id: str) -> Job:
     platform = matrix.platforms[platform_id]
-    template = family.image_for(platform_id, version) if platform.runner == "container" else None
-    image, pinned = matrix.pinned(template) if template else (None, False)
     archs = list(family.archs_for(platform_id, version))
+    cmake_args = _cmake_args(matrix, family, platform_id, archs)
+    cross = matrix.cross_toolchain(family, platform_id)
+    if cross is not None:  # a Linux container on any host's architecture, or the host with the tool
+        image, pinned = matrix.pinned(cross.image)
+        runner, dagger_platform = "cross", cross.dagger_platform
+        cmake_args += [f"-DCMAKE_TOOLCHAIN_FILE={cross.toolchain_file}", f"-D{cross.target_define}={cross.targets[platform_id]}"]
+    else:
+        template = family.image_for(platform_id, version) if platform.runner == "container" else None
+        image, pinned = matrix.pinned(template) if template else (None, False)
+        runner, dagger_platform = platform.runner, platform.dagger_platform
     return Job(
         id=job_id(family, version, platform_id),
         family=name,  # type: ignore[arg-type]
@@ -309,14 +321,15 @@ def _job(matrix: Matrix, name: str, family: Family, version: str | None, platfor
         arch=platform.arch,
         image=image,
         image_pinned=pinned,
-        dagger_platform=platform.dagger_platform,
-        runner=platform.runner,
+        dagger_platform=dagger_platform,
+        runner=runner,  # type: ignore[arg-type]
         archs=archs,
-        cmake_args=_cmake_args(matrix, family, platform_id, archs),
+        cmake_args=cmake_args,
         library=matrix.library_name(family, version, platform_id),
         sources=[*matrix.sources.common, *family.sources],
-        setup=list(family.setup) if image else [],
-        env=dict(family.env) if image else {},
+        setup=list(family.setup) if image and cross is None else [],
+        env=dict(family.env) if image and cross is None else {},
+        toolchain=family.toolchain if cross is not None else None,
     )
 
 

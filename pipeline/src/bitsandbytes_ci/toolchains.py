@@ -53,6 +53,9 @@ OWNED_VARIABLES = (
 )  # fmt: skip
 """Variables the executor decides per job; inherited values are dropped so they cannot pick another toolkit."""
 
+ZIG_CACHE_VARIABLE = "ZIG_GLOBAL_CACHE_DIR"
+"""zig's global cache (libc/libc++ per target, minutes to build once): the environment's, else <cache dir>/zig."""
+
 OS_TITLE = {"linux": "Linux", "windows": "Windows", "macos": "macOS"}
 
 _HOST_PLATFORMS = {
@@ -103,6 +106,7 @@ class HostToolchains:
     cuda: tuple[Installation, ...] = ()
     rocm: tuple[Installation, ...] = ()
     oneapi: tuple[Installation, ...] = ()
+    zig: str | None = None  # `python3 -m ziglang version` of the interpreter running the steps (cross jobs)
 
     def describe(self) -> list[str]:
         """One line per tool, for the start of a run."""
@@ -111,6 +115,7 @@ class HostToolchains:
             lines.append(f"{name}: {getattr(self, name) or 'not found'}")
         for kind, found in (("CUDA", self.cuda), ("ROCm", self.rocm), ("oneAPI", self.oneapi)):
             lines.append(f"{kind}: {', '.join(i.describe() for i in found) or 'none'}")
+        lines.append(f"zig (cross): {'ziglang ' + self.zig if self.zig else 'not installed'}")
         return lines
 
 
@@ -167,6 +172,12 @@ def parse_icpx_version(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+def parse_zig_version(text: str) -> str | None:
+    """`python3 -m ziglang version` -> "0.17.1"."""
+    m = re.match(r"\s*(\d+\.\d+\.\d+\S*)", text)
+    return m.group(1) if m else None
+
+
 # ---- detection --------------------------------------------------------------------------------
 
 
@@ -206,6 +217,7 @@ def detect_host(
         cuda=tuple(_detect_cuda(env, repo, which, probe)),
         rocm=tuple(_detect_rocm(env, which, probe)),
         oneapi=tuple(_detect_oneapi(env, which, probe)),
+        zig=parse_zig_version(probe([python, "-m", "ziglang", "version"], env) or ""),
     )
 
 
@@ -228,9 +240,15 @@ def cuda_root_candidates(env: Mapping[str, str], repo: Path, nvcc_on_path: str |
     return candidates
 
 
+def _nvcc(root: Path) -> Path:
+    """<root>/bin/nvcc, or nvcc.exe where that is what the toolkit has (Windows)."""
+    exe = root / "bin" / "nvcc.exe"
+    return exe if exe.is_file() else root / "bin" / "nvcc"
+
+
 def _is_cuda_root(root: Path) -> bool:
     """bin/nvcc plus the runtime headers: a wrapper script's folder (e.g. /usr/local) is not a root."""
-    nvcc = root / "bin" / "nvcc"
+    nvcc = _nvcc(root)
     return nvcc.is_file() and os.access(nvcc, os.X_OK) and (root / "include" / "cuda_runtime.h").is_file()
 
 
@@ -240,7 +258,7 @@ def _detect_cuda(env: Mapping[str, str], repo: Path, which: Callable[[str], str 
         if not _is_cuda_root(root) or root.resolve() in seen:
             continue
         seen.add(root.resolve())
-        nvcc = root / "bin" / "nvcc"
+        nvcc = _nvcc(root)
         version = parse_nvcc_version(probe([str(nvcc), "--version"], env) or "")
         if version:
             yield Installation("cuda", version, root, nvcc, origin)
@@ -294,13 +312,18 @@ def _detect_oneapi(env: Mapping[str, str], which: Callable[[str], str | None], p
 # ---- environments (pure) ----------------------------------------------------------------------
 
 
-def step_environment(env: Mapping[str, str], host: HostToolchains, *, pythonpath: Path, source_date_epoch: str) -> dict[str, str]:
+def step_environment(
+    env: Mapping[str, str], host: HostToolchains, *, pythonpath: Path, source_date_epoch: str, zig_cache: Path | None = None
+) -> dict[str, str]:
     """The environment every step starts from: `env` without the variables the executor owns, the
-    interpreter running bnb-ci first on PATH, `bnb_build` importable, SOURCE_DATE_EPOCH set."""
+    interpreter running bnb-ci first on PATH, `bnb_build` importable, SOURCE_DATE_EPOCH set, and
+    ZIG_GLOBAL_CACHE_DIR (kept from `env`, else `zig_cache`) so zig builds each target's libc once."""
     result = {k: v for k, v in env.items() if k not in OWNED_VARIABLES}
     result["PATH"] = host.path
     result["PYTHONPATH"] = str(pythonpath)
     result["SOURCE_DATE_EPOCH"] = source_date_epoch
+    if zig_cache is not None and not result.get(ZIG_CACHE_VARIABLE):
+        result[ZIG_CACHE_VARIABLE] = str(zig_cache)
     return result
 
 
@@ -309,10 +332,12 @@ def decide(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
     reason = platform_skip(job, host)
     if reason is None and host.cmake is None:
         reason = f"no cmake on PATH ({host.path}); pip install cmake, or put one on PATH"
-    if reason is None and host.cxx is None and job.family != "xpu":
+    if reason is None and host.cxx is None and job.family != "xpu" and job.runner != "cross":
         reason = f"no C++ compiler ({', '.join(_CXX_NAMES)} or $CXX) on PATH ({host.path})"
     if reason is not None:
         return Skip(reason)
+    if job.runner == "cross":
+        return _cross(job, host, base)
     if job.family == "cpu":
         return Runnable(dict(base), f"cxx {host.cxx}")
     if job.family == "cuda":
@@ -324,6 +349,8 @@ def decide(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
 
 def platform_skip(job: Job, host: HostToolchains) -> str | None:
     """Why a job of another platform cannot run here (None when it can)."""
+    if job.runner == "cross":
+        return cross_skip(job, host)
     if job.platform == host.platform:
         return None
     if job.runner == "native-runner":
@@ -332,6 +359,23 @@ def platform_skip(job: Job, host: HostToolchains) -> str | None:
         f"{job.platform} job: needs a {OS_TITLE.get(job.os, job.os)} {job.arch} host or a cross toolchain, "
         f"and this host is {host.platform or 'of an unknown platform'}"
     )
+
+
+def cross_skip(job: Job, host: HostToolchains) -> str | None:
+    """Why this host cannot run a cross job (None when it can): the toolchain's tool is missing."""
+    if job.toolchain != "zig":
+        return f"{job.id}: unknown cross toolchain {job.toolchain!r}"
+    if host.zig is None:
+        return (
+            f"cross job for {job.platform}: needs zig for the Python running bnb-ci "
+            f"({host.python_dir}): pip install ziglang (the version pinned in pipeline/step-requirements.txt)"
+        )
+    return None
+
+
+def _cross(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
+    changes = {ZIG_CACHE_VARIABLE: base[ZIG_CACHE_VARIABLE]} if base.get(ZIG_CACHE_VARIABLE) else {}
+    return Runnable(dict(base), f"zig {host.zig} ({job.toolchain}, cross)", changes)
 
 
 def _wanted(job: Job) -> str:

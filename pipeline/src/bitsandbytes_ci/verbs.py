@@ -87,7 +87,7 @@ def host_settings(invocation: Invocation) -> HostSettings:
     cache = Path(options.get("cache_dir") or repo / CACHE_DIR_NAME).absolute()
     host = detect_host(invocation.env, python=sys.executable, repo=repo, platform=host_platform(platform.system(), platform.machine()))
     epoch = source_date_epoch(options.get("source_date_epoch"))
-    base = step_environment(invocation.env, host, pythonpath=step_pythonpath(), source_date_epoch=epoch)
+    base = step_environment(invocation.env, host, pythonpath=step_pythonpath(), source_date_epoch=epoch, zig_cache=cache / "zig")
     return HostSettings(
         repo=repo,
         cache_dir=cache,

@@ -19,7 +19,13 @@ Checks, each failure a *violation*:
   ``<package>.libs/`` are listed, other native files are violations);
 - each library is of the platform's format, and its newest GLIBC_x.y requirement fits the glibc the
   tag promises (an exemption turns this violation into a note with its reason);
-- CUDA libraries hold SASS for every expected arch, HIP libraries code for every expected gfx target.
+- CUDA libraries hold SASS for every expected arch, HIP libraries code for every expected gfx target;
+- Windows libraries are DLLs for the platform's COFF machine that import system DLLs only (the UCRT's
+  api sets, KERNEL32...; the VC++ runtime DLLs CPython ships); macOS libraries are dylibs for the
+  platform's CPU that load system libraries only (/usr/lib, /System) and need no macOS newer than the
+  tag's (LC_BUILD_VERSION minos). An exemption turns a dependency violation into a note;
+- every library exports the same C symbols as the Linux x86_64 CPU library when the audited wheels
+  hold that one (the C ABI of csrc/bitsandbytes.h, whatever the platform or backend).
 
 GLIBCXX/CXXABI requirements and NEEDED entries are listed. On Linux wheels ``auditwheel show`` runs
 when auditwheel is on PATH and its output goes into the report. The report is deterministic and
@@ -38,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Tuple
 
-from . import elf, process
+from . import binfmt, elf, process
 from .errors import AuditFailed, InputError, StepError, ToolFailed, UsageError
 from .files import write_text_atomic
 from .platforms import PLATFORMS, PlatformTag, binary_format, check_platform_tag, get_platform, parse_platform_tag
@@ -76,6 +82,7 @@ class LibraryReport:
     cxxabi: str = "-"
     gpu_targets: str = "-"
     needed: str = "-"
+    exports: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -208,7 +215,7 @@ def _check_library(
         report.violations.append(f"{name} is {fmt or 'not a known'} format, {report.platform} needs {platform.binary_format}")
         return lib
     if fmt != "ELF":
-        report.notes.append(f"{name}: {fmt} libraries are not inspected further")
+        _check_foreign_library(name, data, fmt, lib, report, exemptions)
         return lib
     try:
         info = elf.parse_elf(data, name)
@@ -223,6 +230,7 @@ def _check_library(
     lib.glibcxx = (info.required_versions("GLIBCXX_") or ["-"])[-1]
     lib.cxxabi = (info.required_versions("CXXABI_") or ["-"])[-1]
     lib.needed = ", ".join(info.needed) or "-"
+    lib.exports = tuple(info.exported)
     if needs and promised and needs > promised:
         problem = f"{name} requires GLIBC_{lib.glibc}, newer than glibc {promised[0]}.{promised[1]} of {report.tag}"
         if name in exemptions:
@@ -248,6 +256,64 @@ def _check_library(
             if missing:
                 report.violations.append(f"{name} has no code for {', '.join(missing)} (found: {lib.gpu_targets})")
     return lib
+
+
+def _check_foreign_library(name: str, data: bytes, fmt: str, lib: LibraryReport, report: WheelReport, exemptions: Mapping[str, str]) -> None:
+    """PE and Mach-O libraries: architecture, kind, dependencies, minimum macOS (see the module docs)."""
+    platform = PLATFORMS[report.platform]
+    try:
+        if fmt == "PE":
+            pe = binfmt.parse_pe(data, name)
+            arch, kind_ok, kind = pe.machine, pe.is_dll, "DLL"
+            deps = pe.imports
+            foreign = [d for d in deps if not binfmt.is_windows_system_dll(d)]
+            lib.exports, minimum = tuple(pe.exported), None
+        else:
+            macho = binfmt.parse_macho(data, name)
+            arch, kind_ok, kind = macho.cpu, macho.is_dylib, "dylib"
+            deps = macho.dylibs
+            foreign = [d for d in deps if not binfmt.is_macos_system_dylib(d)]
+            lib.exports, minimum = tuple(macho.exported), macho.min_os
+            if macho.exported_cxx:
+                report.notes.append(f"{name} also exports {len(macho.exported_cxx)} C++ symbol(s), e.g. {macho.exported_cxx[0]} (the static libc++'s operator new/delete)")
+    except StepError as e:
+        report.violations.append(str(e))
+        return
+    lib.needed = ", ".join(deps) or "-"
+    if arch != platform.binary_arch or not kind_ok:
+        report.violations.append(f"{name} is a {fmt} {'' if kind_ok else 'non-' + kind + ' '}file for {arch}, {report.platform} needs a {kind} for {platform.binary_arch}")
+    if foreign:
+        problem = f"{name} needs {', '.join(foreign)}, which {report.platform} does not have"
+        if name in exemptions:
+            report.notes.append(f"{problem} (exempted: {exemptions[name]})")
+        else:
+            report.violations.append(problem)
+    if minimum is not None:
+        lib.glibc = f"macOS {minimum[0]}.{minimum[1]}"
+        m = re.match(r"^macosx_(\d+)_(\d+)_", report.tag)
+        if m and minimum > (int(m.group(1)), int(m.group(2))):
+            report.violations.append(f"{name} needs macOS {minimum[0]}.{minimum[1]}, newer than {report.tag} promises")
+
+
+REFERENCE = ("linux-x86_64", "libbitsandbytes_cpu.so")
+"""The library whose exported symbols every other library must match (when the audit sees it)."""
+
+
+def compare_exports(reports: Sequence[WheelReport]) -> List[str]:
+    """Libraries exporting other C symbols than the Linux x86_64 CPU library (when it was audited)."""
+    reference = next((l.exports for r in reports if r.platform == REFERENCE[0] for l in r.libraries
+                      if l.path.rsplit("/", 1)[-1] == REFERENCE[1]), None)  # fmt: skip
+    if reference is None:
+        return []
+    problems = []
+    for r in reports:
+        for lib in r.libraries:
+            missing, extra = sorted(set(reference) - set(lib.exports)), sorted(set(lib.exports) - set(reference))
+            if missing or extra:
+                what = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                                   f"extra {', '.join(extra)}" if extra else "") if part)  # fmt: skip
+                problems.append(f"{r.filename}: {lib.path} exports other C symbols than {REFERENCE[1]} of {REFERENCE[0]} ({what})")
+    return problems
 
 
 def run_auditwheel(report: WheelReport, wheels_dir: Path, env: Mapping[str, str]) -> None:
@@ -287,6 +353,7 @@ def audit(wheels_dir: Path, expect: Expectations, env: Mapping[str, str]) -> Tup
             problems.append(f"no wheel for {platform}")
         elif count > 1:
             problems.append(f"{count} wheels for {platform}, expected exactly one")
+    problems += compare_exports(reports)
     return reports, problems
 
 
@@ -312,10 +379,10 @@ def render_report(reports: Sequence[WheelReport], problems: Sequence[str], expec
         items = [f"- violation: {v}" for v in r.violations] + [f"- note: {n}" for n in r.notes]
         lines += [""] + items if items else []
         if r.libraries:
-            lines += ["", "| library | backend | needs glibc | GLIBCXX | CXXABI | GPU targets | NEEDED |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += ["", "| library | backend | needs glibc | GLIBCXX | CXXABI | GPU targets | NEEDED | exports |",
+                      "|---|---|---|---|---|---|---|---|"]
             lines += [
-                f"| {_cell(l.path)} | {l.backend} | {l.glibc} | {l.glibcxx} | {l.cxxabi} | {_cell(l.gpu_targets)} | {_cell(l.needed)} |"
+                f"| {_cell(l.path)} | {l.backend} | {l.glibc} | {l.glibcxx} | {l.cxxabi} | {_cell(l.gpu_targets)} | {_cell(l.needed)} | {len(l.exports)} |"
                 for l in r.libraries
             ]
         if r.auditwheel is not None:

@@ -26,6 +26,7 @@ class Platform:
     library_suffix: str
     binary_format: str  # "ELF", "PE" or "Mach-O"
     elf_machine: Optional[int] = None  # e_machine of ELF libraries for this platform
+    binary_arch: Optional[str] = None  # PE machine / Mach-O CPU of its libraries, as binfmt names them
 
 
 PLATFORMS = {
@@ -33,9 +34,9 @@ PLATFORMS = {
     for p in (
         Platform("linux-x86_64", "linux", "x86_64", ".so", "ELF", elf_machine=62),
         Platform("linux-aarch64", "linux", "aarch64", ".so", "ELF", elf_machine=183),
-        Platform("windows-x64", "windows", "x64", ".dll", "PE"),
-        Platform("windows-arm64", "windows", "arm64", ".dll", "PE"),
-        Platform("macos-arm64", "macos", "arm64", ".dylib", "Mach-O"),
+        Platform("windows-x64", "windows", "x64", ".dll", "PE", binary_arch="x64"),
+        Platform("windows-arm64", "windows", "arm64", ".dll", "PE", binary_arch="arm64"),
+        Platform("macos-arm64", "macos", "arm64", ".dylib", "Mach-O", binary_arch="arm64"),
     )
 }
 

@@ -7,8 +7,8 @@ Command line (docs/contracts.md; run in the work directory with relative paths):
 What it does, in order:
 
 1. takes every ``libs/<os>/<arch>/libbitsandbytes_*`` of the platform and checks that each is a
-   library of the platform's format (ELF for Linux with the right machine, PE for Windows, Mach-O
-   for macOS);
+   library of the platform's format and architecture (ELF for Linux with the right machine, a PE DLL
+   for Windows with the right COFF machine, a Mach-O dylib for macOS with the right CPU type);
 2. chooses the platform tag: the aimed ``--plat-tag``, except that on Linux a library needing a
    newer glibc (its GLIBC_x.y symbol versions) raises the tag to ``manylinux_<x>_<y>_<arch>``; the
    reason is printed. The tag never claims an older glibc than the libraries need;
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import elf, process
+from . import binfmt, elf, process
 from .errors import InputError, StepError, WheelError
 from .files import remove_tree
 from .platforms import (
@@ -133,6 +133,17 @@ def check_library_format(path: Path, platform: Platform) -> None:
         machine = int.from_bytes(head[18:20], "little")
         if machine != platform.elf_machine:
             msg = f"{path} is an ELF library for machine {machine}, but {platform.id} needs machine {platform.elf_machine}"
+            raise WheelError(msg)
+    elif fmt in ("PE", "Mach-O") and platform.binary_arch is not None:
+        try:
+            info = binfmt.read_pe(path) if fmt == "PE" else binfmt.read_macho(path)
+        except InputError as e:
+            raise WheelError(str(e)) from None
+        arch = info.machine if isinstance(info, binfmt.PeInfo) else info.cpu
+        kind = info.is_dll if isinstance(info, binfmt.PeInfo) else info.is_dylib
+        if arch != platform.binary_arch or not kind:
+            what = "DLL" if fmt == "PE" else "dylib"
+            msg = f"{path} is a {fmt} {'' if kind else 'non-' + what + ' '}file for {arch}, but {platform.id} needs a {what} for {platform.binary_arch}"
             raise WheelError(msg)
 
 

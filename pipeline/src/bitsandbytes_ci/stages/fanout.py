@@ -178,3 +178,57 @@ async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJ
     if outcome.failures:
         result = result.with_new_file("failures.md", failures_md(outcome.failures))
     return result, outcome.failures
+
+
+# ---- verify-reproducible ---------------------------------------------------------------------------
+
+COMPARED = ("libs/*/*/*", "wheels/*.whl", "audit.md", "manifest.json")
+"""The artifacts verify-reproducible compares (not failures.md or ccache/, which are no artifacts)."""
+
+
+def fresh_env(token: str) -> dict[str, str]:
+    """Variables of verify-reproducible's second build: a value never used before, so the engine runs
+    every step again instead of answering from its cache, and ccache off; none changes an output."""
+    return {"BNB_CACHE_BUSTER": token, "BNB_NO_CCACHE": "1"}
+
+
+async def file_digests(result: dagger.Directory) -> dict[str, str]:
+    """Path -> content digest (metadata such as mtimes excluded) of every compared artifact of a build-all result."""
+    paths: list[str] = []
+    for pattern in COMPARED:
+        paths += [p for p in await result.glob(pattern) if not p.endswith("/")]
+    digests: dict[str, str] = {}
+
+    async def one(path: str) -> None:
+        digests[path] = await result.file(path).digest(exclude_metadata=True)
+
+    async with anyio.create_task_group() as tg:
+        for path in sorted(set(paths)):
+            tg.start_soon(one, path)
+    return dict(sorted(digests.items()))
+
+
+def reproducibility_report(first: dict[str, str], second: dict[str, str]) -> tuple[str, bool]:
+    """(Markdown report, whether both builds gave the same artifacts with the same digests)."""
+    rows = []
+    counts = {"identical": 0, "different": 0, "missing": 0}
+    for path in sorted(set(first) | set(second)):
+        a, b = first.get(path), second.get(path)
+        verdict = "identical" if a is not None and a == b else "different" if a is not None and b is not None else "missing"
+        counts[verdict] += 1
+        rows.append(f"| `{path}` | {a or '-'} | {b or '-'} | {verdict} |")
+    same = counts["different"] == 0 and counts["missing"] == 0 and bool(first)
+    lines = [
+        "# Reproducibility report",
+        "",
+        "Two builds of the same sources; the second with the engine's cache bypassed for every step and ccache off.",
+        "",
+        f"Result: **{'REPRODUCIBLE' if same else 'NOT REPRODUCIBLE'}**: {counts['identical']} identical, "
+        f"{counts['different']} different, {counts['missing']} in one build only.",
+        "",
+        "| artifact | first build | second build | result |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    return "\n".join(lines), same

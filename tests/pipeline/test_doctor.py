@@ -1,0 +1,76 @@
+"""`bnb-ci doctor`: this host's toolkits, the jobs they enable, install hints for the missing ones."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from host_helpers import BNB_CI, host_env
+
+from bitsandbytes_ci import cli, doctor
+from bitsandbytes_ci.matrix import load_matrix
+from bitsandbytes_ci.plan import plan_jobs
+from bitsandbytes_ci.toolchains import HostToolchains, Installation
+
+NVCC_13 = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+
+
+def rows_by_toolkit(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| toolkit |"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows[cells[0]] = cells
+    return rows
+
+
+@pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").exists(), reason="needs this host's CUDA 13.0")
+def test_this_host_reports_nvcc_13_0_and_the_jobs_it_enables() -> None:
+    result = subprocess.run([str(BNB_CI), "doctor"], env=host_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    rows = rows_by_toolkit(result.stdout)
+    toolkit, found, enables, hint = rows["nvcc 13.0"]
+    assert found.startswith("13.0.") and "/usr/local/cuda" in found and "cuda130-linux-x86_64" in enables and hint == ""
+    assert "cpu-linux-x86_64" in rows["C++ compiler"][2]
+    # Missing toolkits: what they would enable, and how to install them.
+    assert rows["nvcc 12.8"][1:] == ["not found", "(cuda128-linux-x86_64)", doctor.CUDA_HINT.format(v="12.8")]
+    assert rows["icpx 2025"][1] == "not found" and "intel-oneapi-compiler-dpcpp-cpp-2025" in rows["icpx 2025"][3]
+    assert rows["hipcc 6.4"][2] == "(rocm64-linux-x86_64)" and "ROCM_PATH" in rows["hipcc 6.4"][3]
+    for name in ("aarch64-linux-gnu-g++", "zig", "wine64", "qemu-aarch64-static"):
+        [row] = [cells for key, cells in rows.items() if key.startswith(name + " (")]
+        assert (row[1] == "not found") == (row[3] != ""), row  # a hint exactly when it is missing
+    assert "dagger CLI" in rows and "dagger engine" in rows
+    assert "bnb-ci can build " in result.stdout and "cuda130-linux-x86_64" in result.stdout.split("bnb-ci can build ")[1]
+
+
+def fake_host() -> HostToolchains:
+    cuda = Installation("cuda", "13.0.88", Path("/usr/local/cuda-13.0"), Path("/usr/local/cuda-13.0/bin/nvcc"), "/usr/local/cuda*")
+    return HostToolchains(platform="linux-x86_64", python_dir=Path(sys.executable).parent, path="/usr/bin", cmake="/usr/bin/cmake", cxx="/usr/bin/c++", cuda=(cuda,))
+
+
+def test_diagnose_is_pure_and_names_hints_for_missing_tools() -> None:
+    jobs = plan_jobs(load_matrix())
+    missing = doctor.Tool("x", None)
+    extras = doctor.Extras(cross_gxx=missing, zig=missing, wine=missing, qemu=missing, dagger=missing,
+                           engine=doctor.Tool("dagger engine", None, detail="no dagger CLI to reach it with"))  # fmt: skip
+    host = fake_host()
+    rows = {r.toolkit: r for r in doctor.diagnose(jobs, host, {"PATH": "/usr/bin"}, extras)}
+    assert rows["nvcc 13.0"].enables == ("cuda130-linux-x86_64",) and rows["nvcc 13.0"].hint == ""
+    assert rows["ninja"].hint == "pip install ninja" and rows["ccache"].hint == "apt-get install ccache"
+    assert rows["dagger CLI"].hint.startswith("curl -fsSL https://dl.dagger.io/dagger/install.sh")
+    assert rows["dagger CLI"].would_enable and rows["dagger CLI"].enables[0].endswith("Linux container job(s) through `dagger call build-all`")
+    assert "start Docker" in rows["dagger engine"].hint
+
+
+def test_doctor_verb_exits_0_with_injected_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "detect_host", lambda env, **kw: fake_host())
+    monkeypatch.setattr(doctor, "detect_extras", lambda env, **kw: doctor.Extras(*(doctor.Tool(n, f"/usr/bin/{n}", "1.0") for n in ("g", "z", "w", "q", "d", "e"))))
+    out = io.StringIO()
+    assert cli.main_inner(["doctor"], env={"PATH": "/usr/bin"}, stdout=out) == 0
+    text = out.getvalue()
+    assert "| dagger engine | reachable (1.0) |" in text
+    assert "cuda130-linux-x86_64" in text.rstrip().splitlines()[-1]
