@@ -80,7 +80,8 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Build, Build]:
         pytest.skip("Debian's hipcc (hipcc, libamdhip64-dev) is not installed")
     root = tmp_path_factory.mktemp("reproducible")
     snapshot = copy_repo(root / "snapshot")  # one snapshot: both builds get the very same sources
-    shared = {"ZIG_GLOBAL_CACHE_DIR": str(root / "zig-cache")}  # zig's libc builds, content-addressed by zig
+    # zig's own libc/libc++ builds: the session's cache (tests/conftest.py); zig addresses it by content.
+    shared = {"ZIG_GLOBAL_CACHE_DIR": os.environ.get("ZIG_GLOBAL_CACHE_DIR", str(root / "zig-cache"))}
     first = build(snapshot, root / "a", umask=0o022, env=host_env() | shared | {"LC_ALL": "C.UTF-8", "TZ": "UTC"})
     time.sleep(2)  # a later build: a timestamp that leaks would differ
     second_env = host_env() | shared | {
