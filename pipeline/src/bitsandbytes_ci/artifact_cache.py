@@ -23,14 +23,15 @@ in the native step) saves the compiles of a job that does run.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,17 +152,82 @@ def remove_leftovers(cache_dir: Path, *, older_than_s: float = STALE_TMP_S) -> N
 # ---- what the host's toolchains add to a key ------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def tool_version(path: str | None) -> str:
-    """The first line of `<tool> --version` ("" when it cannot run); once per tool and run."""
-    if not path:
-        return ""
+TOOL_VERSIONS_FILE = "tool-versions.json"
+"""`<cache root>/tool-versions.json`: `<tool> --version` answers of earlier runs, each with the identity
+of the file that answered (resolved path, size, modification and change times, inode); reused only
+while that identity is unchanged, so a replaced or updated tool is asked again."""
+
+_TOOL_VERSIONS: dict[str, str] = {}
+_TOOL_VERSIONS_LOCK = threading.Lock()
+
+
+def _probe_version(path: str) -> str:
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     lines = (done.stdout or done.stderr).strip().splitlines()
     return lines[0] if lines else ""
+
+
+def tool_version(path: str | None) -> str:
+    """The first line of `<tool> --version` ("" when it cannot run); once per tool and process."""
+    if not path:
+        return ""
+    with _TOOL_VERSIONS_LOCK:
+        if path in _TOOL_VERSIONS:
+            return _TOOL_VERSIONS[path]
+    version = _probe_version(path)
+    with _TOOL_VERSIONS_LOCK:
+        return _TOOL_VERSIONS.setdefault(path, version)
+
+
+def tool_identity(path: str) -> list[Any] | None:
+    """What identifies the file a tool path runs (None when it does not exist)."""
+    try:
+        resolved = os.path.realpath(path)
+        st = os.stat(resolved)
+    except OSError:
+        return None
+    return [resolved, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def prime_tool_versions(cache_dir: Path, paths: Sequence[str | None]) -> None:
+    """Fill `tool_version`'s answers for `paths`: from `<cache>/tool-versions.json` where the tool's file
+    is unchanged (`tool_identity`), the others asked at the same time and recorded there."""
+    wanted = [p for p in dict.fromkeys(paths) if p and p not in _TOOL_VERSIONS]
+    if not wanted:
+        return
+    record = Path(cache_dir) / TOOL_VERSIONS_FILE
+    try:
+        stored = json.loads(record.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict):
+            stored = {}
+    except (OSError, ValueError):
+        stored = {}
+    identities = {p: tool_identity(p) for p in wanted}
+    todo = []
+    for p in wanted:
+        known = stored.get(p)
+        if identities[p] is not None and isinstance(known, dict) and known.get("identity") == identities[p] and isinstance(known.get("version"), str):
+            with _TOOL_VERSIONS_LOCK:
+                _TOOL_VERSIONS.setdefault(p, known["version"])
+        else:
+            todo.append(p)
+    if not todo:
+        return
+    with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+        found = dict(zip(todo, pool.map(tool_version, todo)))
+    for p in todo:
+        if identities[p] is not None and identities[p] == tool_identity(p):
+            stored[p] = {"identity": identities[p], "version": found[p]}
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, record)
+    except OSError:  # a read-only cache: the answers stay in this process
+        pass
 
 
 def host_toolkit(toolchain: str, changes: Mapping[str, str], *, cxx: str | None, cmake: str | None) -> str:

@@ -2,9 +2,15 @@
 
 Glossary
 - cache root: `<source>/.bnb-cache` unless `--cache-dir` names another; work directories live below
-  `<cache root>/jobs/<job id>/` and are recreated for every run.
-- work directory: `src/` (exactly the job's source subset, `bnb_build.inputs.copy_subset`), `out/`
-  (what the step writes), `log.txt` (the command, the variables set for it, and its whole output).
+  `<cache root>/jobs/<job id>/`. Wheel and audit work directories are recreated for every run.
+- work directory: `src/` (exactly the job's source subset), `out/` (what the step writes, emptied
+  before every run), `log.txt` (the command, the variables set for it, and its whole output).
+  A build job's work directory is kept between runs: `src/` is synced (`bnb_build.inputs.sync_subset`:
+  only changed files rewritten, so unchanged ones keep their modification time) and the CMake
+  folder `build/` is reused, so CMake does not configure again and Ninja recompiles only what changed.
+  `build/` is reused only when `build-state.json` (written after a successful build) holds the same
+  build key (`build_key`: command line, toolkit, tools, configure variables, file list, every file
+  outside csrc/); otherwise, or after an interrupted or failed run, it starts empty.
   The step runs there with the very argv the plan computed (`Job.native_argv()`, `WheelJob.wheel_argv()`,
   `audit_argv()`), byte-identical to the Dagger container's; only the environment differs
   (toolchains.decide). `bnb_build` is importable through PYTHONPATH, never copied into `src/`.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,12 +39,13 @@ from typing import Any
 
 import anyio
 
+from bnb_build.inputs import file_sha256 as sha256_file
 from bnb_build import inputs
 
 from . import artifact_cache
 from .errors import PipelineError
 from .matrix import Matrix
-from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, sha256_file, wheel_tag
+from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, wheel_tag
 from .plan import Job, WheelJob, audit_argv, expectations
 from .progress import Progress
 from .results import LOG_TAIL_LINES, JobResult, Kind
@@ -212,7 +220,7 @@ async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, co
         info = json.loads((entry / (rel + BUILD_INFO_SUFFIX)).read_text(encoding="utf-8"))
         return JobResult(job.id, "library", "built", job.platform, artifact=entry / rel, sha256=sha256_file(entry / rel),
                          build_info=info, inputs_digest=key, cached=True)  # fmt: skip
-    result = await _run_build_step(job, decision, settings, console)
+    result = await _run_build_step(job, decision, settings, console, toolkit)
     if result.status != "built" or result.artifact is None:
         return result
     entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key,
@@ -237,17 +245,90 @@ def steps_dir() -> Path:
     return step_pythonpath() / "bnb_build"
 
 
-async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, console: Console) -> JobResult:
-    work = fresh_dir(work_dir(settings, job.id))
+# ---- build folders kept between runs ------------------------------------------------------------
+
+BUILD_SUBDIR = "build"
+"""The CMake build folder inside a build job's work directory (the native step's default `--build-dir`)."""
+
+BUILD_STATE = "build-state.json"
+"""Beside it: written after a successful build, with the key of the configuration that build used."""
+
+KEPT_IN_WORK_DIR = ("src", BUILD_SUBDIR, BUILD_STATE)
+
+_CONFIGURE_VARIABLES = re.compile(
+    r"^(PATH|CC|CXX|CUDACXX|CUDAHOSTCXX|HIPCXX|[A-Z]*FLAGS|CMAKE_\w+|BNB_\w+|CUDA\w*|ROCM\w*|HIP\w*|ZIG\w*|SDKROOT|MACOSX_DEPLOYMENT_TARGET)$"
+)
+"""Variables CMake or the toolchain files read when configuring; their values are part of the build key."""
+
+CONFIGURE_SOURCES_EXCLUDED = "csrc/"
+"""Sources below this folder are tracked by the build tool itself (compiler depfiles); every other file
+of the subset (CMakeLists.txt, cmake/**, VERSION, ...) is a configure input, and a change to any of
+them starts from an empty build folder: CMake keeps cached values across a reconfigure."""
+
+
+def build_key(job: Job, decision: Runnable, settings: HostSettings, toolkit: str) -> str:
+    """What a kept build folder was configured from: the step's command line, the toolkit and tools,
+    the configure-relevant variables, the list of source files and the content of every file outside
+    csrc/. A different key means a clean build (the folder is emptied first)."""
+    files = inputs.expand(settings.repo, job.sources)
+    configure_files = [rel for rel in files if not rel.startswith(CONFIGURE_SOURCES_EXCLUDED)]
+    host = settings.host
+    extra = {
+        "argv": job.native_argv(),
+        "toolkit": toolkit,
+        "tools": {"cmake": host.cmake, "ninja": host.ninja, "ccache": host.ccache, "cxx": host.cxx},
+        "env": {k: v for k, v in sorted(decision.env.items()) if _CONFIGURE_VARIABLES.match(k)},
+        "files": files,
+    }
+    return inputs.digest(settings.repo, configure_files, extra)
+
+
+def prepare_build_work_dir(work: Path, key: str) -> bool:
+    """Ready `work` for a build job's step: `out/`, the log and anything else removed; the build folder
+    kept only when the state file says a successful build configured it with `key` (else emptied, e.g.
+    after an interrupted configure or a failed build); the state file removed until the step succeeds.
+    True when the build folder was kept."""
+    work.mkdir(parents=True, exist_ok=True)
+    state = work / BUILD_STATE
+    try:
+        kept = json.loads(state.read_text(encoding="utf-8")).get("key") == key
+    except (OSError, ValueError, AttributeError):
+        kept = False
+    state.unlink(missing_ok=True)
+    for entry in work.iterdir():
+        if entry.name in KEPT_IN_WORK_DIR and (entry.name != BUILD_SUBDIR or kept) and entry.is_dir() and not entry.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return kept and (work / BUILD_SUBDIR).is_dir()
+
+
+def record_build_state(work: Path, key: str) -> None:
+    tmp = work / (BUILD_STATE + ".tmp")
+    tmp.write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")
+    os.replace(tmp, work / BUILD_STATE)
+
+
+async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, console: Console, toolkit: str = "") -> JobResult:
+    work = work_dir(settings, job.id)
     log = work / "log.txt"
     argv = job.native_argv()
+
+    def prepare() -> tuple[str, bool]:
+        key = build_key(job, decision, settings, toolkit)
+        kept = prepare_build_work_dir(work, key)
+        inputs.sync_subset(settings.repo, job.sources, work / "src")
+        return key, kept
+
     try:
-        inputs.copy_subset(settings.repo, job.sources, work / "src")
+        key, kept = await anyio.to_thread.run_sync(prepare)
     except (inputs.InputError, inputs.UsageError, OSError) as e:  # a missing source file: this job fails, the others go on
         console.finished(job.id, "failed")
         return _failed(job.id, "library", job.platform, code=None, duration=None, log=None, reason=f"preparing {work / 'src'}: {e}")
     console.started(job.id)
-    console.line(f"[{job.id}] start ({decision.toolchain})")
+    console.line(f"[{job.id}] start ({decision.toolchain}{', kept build folder' if kept else ''})")
     code, duration = await run_step(argv, cwd=work, env=decision.env, log=log, header=log_header(argv, work, decision.changes, decision.toolchain))
     library = work / "out" / job.output_subdir / job.library
     info_path = library.with_name(library.name + BUILD_INFO_SUFFIX)
@@ -256,6 +337,7 @@ async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, 
         console.finished(job.id, "failed")
         console.line(f"[{job.id}] FAILED (exit code {code}) after {duration:.1f} s; log: {log}")
         return _failed(job.id, "library", job.platform, code=code, duration=duration, log=log, reason=reason)
+    await anyio.to_thread.run_sync(record_build_state, work, key)
     console.finished(job.id, "built")
     console.line(f"[{job.id}] built in {duration:.1f} s")
     info = json.loads(info_path.read_text(encoding="utf-8"))

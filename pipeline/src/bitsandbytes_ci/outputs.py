@@ -1,7 +1,7 @@
 """The output directory of a host run: checked, written atomically, described by manifest.json.
 
-Every file goes to a temporary name beside its destination (`.<name>.<random>.tmp`) and is then
-`os.replace`d, so a reader (or an interrupted run) sees either the previous complete file or the new
+Every file goes to a temporary name beside its destination (`.<name>.<random>.tmp`, written by
+bnb_build.files) and is then `os.replace`d, so a reader (or an interrupted run) sees either the previous complete file or the new
 complete one, never a partial one. Leftover temporary files of a killed run are removed by the next
 one. manifest.json is written last: when it is there, everything it lists is complete.
 
@@ -21,18 +21,14 @@ build-cpu/-cuda/-rocm/-xpu output (`publish_libraries`): `DIR/<os>/<arch>/<libra
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bnb_build import manifest as manifest_step
-
+from bnb_build.files import copy_atomic, write_text_atomic
 from bnb_build.release import INCOMPLETE_MARKER
 
 from .errors import PipelineError
@@ -68,52 +64,6 @@ def check_out_dir(path: Path, *, option: str = "--out") -> Path:
                 raise OutputError(msg)
             break
     return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _temp_beside(dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def write_bytes_atomic(dest: Path, data: bytes, *, mode: int = 0o644) -> None:
-    tmp = _temp_beside(dest)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(dest: Path, text: str) -> None:
-    write_bytes_atomic(dest, text.encode("utf-8"))
-
-
-def copy_atomic(src: Path, dest: Path, *, mode: int = 0o644) -> None:
-    tmp = _temp_beside(dest)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def remove_leftovers(root: Path) -> None:

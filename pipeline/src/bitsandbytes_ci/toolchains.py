@@ -9,7 +9,8 @@ Glossary
   the toolchain) or `Skip` (a reason naming what is missing, and what was found instead).
 
 Detection (`detect_host`) looks at the environment it is given and at the usual install locations,
-and runs `<compiler> --version` once per installation. Everything after it is pure: `decide(job,
+and runs `<compiler> --version` once per installation (the queries at the same time, each answer
+memoised for the process). Everything after it is pure: `decide(job,
 host, base)` gives the same answer for the same inputs, and `step_environment` builds the base
 environment every step gets (the interpreter running bnb-ci first on PATH, so `python3` has the
 step tools; `bnb_build` importable through PYTHONPATH; SOURCE_DATE_EPOCH).
@@ -29,6 +30,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -181,8 +183,20 @@ def parse_zig_version(text: str) -> str | None:
 # ---- detection --------------------------------------------------------------------------------
 
 
+_VERSION_ANSWERS: dict[tuple[tuple[str, ...], frozenset[tuple[str, str]]], str | None] = {}
+"""run_version's answers in this process, by command line and environment (a tool is asked once)."""
+
+
 def run_version(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
-    """Run a version query; its stdout+stderr, or None when it cannot run or fails."""
+    """Run a version query; its stdout+stderr, or None when it cannot run or fails. Memoised per
+    process (same command line and environment: the same answer)."""
+    key = (tuple(argv), frozenset(env.items()))
+    if key not in _VERSION_ANSWERS:
+        _VERSION_ANSWERS[key] = _run_version(argv, env)
+    return _VERSION_ANSWERS[key]
+
+
+def _run_version(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
     try:
         done = subprocess.run(
             list(argv), env=dict(env), stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -206,6 +220,19 @@ def detect_host(
     path = os.pathsep.join([str(python_dir), env.get("PATH", os.defpath)])
     which = _which_in(path)
     cxx = env.get("CXX") or next((found for name in _CXX_NAMES if (found := which(name))), None)
+    zig_argv = [python, "-m", "ziglang", "version"]
+    # The version queries are independent: find which ones detection asks (a dry pass answering
+    # None), run them at the same time, then detect with their answers.
+    asked: list[tuple[str, ...]] = [tuple(zig_argv)]
+
+    def record(argv: Sequence[str], _env: Mapping[str, str]) -> str | None:
+        asked.append(tuple(argv))
+        return None
+
+    for detect in (lambda p: _detect_cuda(env, repo, which, p), lambda p: _detect_rocm(env, which, p), lambda p: _detect_oneapi(env, which, p)):
+        for _ in detect(record):
+            pass
+    probe = _answered(probe, asked, env)
     return HostToolchains(
         platform=platform,
         python_dir=python_dir,
@@ -217,8 +244,26 @@ def detect_host(
         cuda=tuple(_detect_cuda(env, repo, which, probe)),
         rocm=tuple(_detect_rocm(env, which, probe)),
         oneapi=tuple(_detect_oneapi(env, which, probe)),
-        zig=parse_zig_version(probe([python, "-m", "ziglang", "version"], env) or ""),
+        zig=parse_zig_version(probe(zig_argv, env) or ""),
     )
+
+
+def _answered(probe: VersionProbe, asked: Sequence[tuple[str, ...]], env: Mapping[str, str]) -> VersionProbe:
+    """`probe`, with the answers to `asked` (for `env`) obtained concurrently up front."""
+    unique = list(dict.fromkeys(asked))
+    if len(unique) > 1:
+        with ThreadPoolExecutor(max_workers=min(8, len(unique))) as pool:
+            answers = dict(zip(unique, pool.map(lambda argv: probe(argv, env), unique)))
+    else:
+        answers = {argv: probe(argv, env) for argv in unique}
+
+    def answered(argv: Sequence[str], probe_env: Mapping[str, str]) -> str | None:
+        key = tuple(argv)
+        if probe_env is env and key in answers:
+            return answers[key]
+        return probe(argv, probe_env)
+
+    return answered
 
 
 def _which_in(path: str) -> Callable[[str], str | None]:

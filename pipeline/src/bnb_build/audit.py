@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 from . import binfmt, elf, process
-from .errors import AuditFailed, InputError, StepError, ToolFailed, UsageError
+from .errors import AuditFailed, InputError, StepError, ToolFailed, UsageError, run_step
 from .files import write_text_atomic
 from .platforms import PLATFORMS, PlatformTag, binary_format, check_platform_tag, get_platform, parse_platform_tag
 
@@ -416,8 +416,4 @@ def run(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv, os.environ)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
+    return run_step(lambda: run(sys.argv[1:] if argv is None else argv, os.environ))

@@ -7,7 +7,8 @@ value, and what is allowed or what to try next.
 
 from __future__ import annotations
 
-from typing import Sequence
+import sys
+from typing import Callable, Sequence
 
 
 class StepError(Exception):
@@ -71,3 +72,21 @@ def join_argv(argv: Sequence[str]) -> str:
     import shlex
 
     return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first, so no part of one survives)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def run_step(action: Callable[[], object], secrets: Sequence[str] = ()) -> int:
+    """A step's ``main``: run ``action``; on a StepError print it (secrets redacted) and return its
+    exit code. Returns the action's result when that is an exit code (an int), else 0."""
+    try:
+        code = action()
+    except StepError as e:
+        print(f"error: {redact(str(e), secrets)}", file=sys.stderr, flush=True)
+        return e.exit_code
+    return code if isinstance(code, int) else 0

@@ -28,6 +28,22 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     write_bytes_atomic(path, text.encode("utf-8"), mode)
 
 
+def copy_atomic(src: Path, dest: Path, mode: int = 0o644) -> None:
+    """Copy ``src`` to ``dest`` through a temporary file in the destination folder, then rename it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
+    os.close(fd)
+    try:
+        shutil.copyfile(str(src), tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, str(dest))
+    except BaseException:
+        _remove(Path(tmp))
+        raise
+
+
 def move_into_place(src: Path, dest: Path, mode: int = 0o644) -> None:
     """Move a finished file to ``dest`` (same file system) with a fixed mode, replacing an old one."""
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .errors import InputError, StepError, UsageError
+from .errors import InputError, StepError, UsageError, redact, run_step
 from .release import BODY, MANIFEST, check_commit, check_repo, check_tag
 
 TOKEN_ENV = "GITHUB_TOKEN"
@@ -56,14 +56,6 @@ class GitHubError(StepError):
     """A GitHub API call failed; the message says what state the release was left in."""
 
     exit_code = 10
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,9 +324,5 @@ def run(argv: Sequence[str], env: Mapping[str, str], *, log: Any = print) -> Pub
 def main(argv: Optional[Sequence[str]] = None) -> int:
     env: Dict[str, str] = dict(os.environ)
     secrets = [env.get(TOKEN_ENV, "")]
-    try:
-        run(sys.argv[1:] if argv is None else argv, env, log=lambda text: print(redact(str(text), secrets), flush=True))
-    except StepError as e:
-        print(f"error: {redact(str(e), secrets)}", file=sys.stderr, flush=True)
-        return e.exit_code
-    return 0
+    log = lambda text: print(redact(str(text), secrets), flush=True)  # noqa: E731
+    return run_step(lambda: run(sys.argv[1:] if argv is None else argv, env, log=log), secrets)

@@ -174,3 +174,57 @@ def copy_subset(root: Path | str, patterns: Iterable[str], dest: Path | str) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, target)
     return files
+
+
+def sync_subset(root: Path | str, patterns: Iterable[str], dest: Path | str) -> List[str]:
+    """Make ``dest`` hold exactly the files ``patterns`` select from ``root``; return their list.
+
+    Like :func:`copy_subset`, but for a folder that already holds an earlier copy: a file whose
+    content and executable bit are unchanged is left alone (its modification time too, so a build
+    tool sees it as up to date); a changed or new file is rewritten, with the current time as its
+    modification time (newer than anything built from the old content); files and folders the subset
+    no longer selects are removed. Anything in ``dest`` that is not a plain file where one is
+    expected (a folder, a link) is replaced.
+    """
+    root, dest = Path(root), Path(dest)
+    files = expand(root, patterns)
+    wanted = set(files)
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        dest.unlink()
+    dest.mkdir(parents=True, exist_ok=True)
+    # Remove what is no longer selected (deepest first, so emptied folders can go too).
+    for dirpath, dirnames, filenames in os.walk(dest, topdown=False):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(dest).as_posix()
+        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rel not in wanted or (here / name).is_symlink():
+                (here / name).unlink()
+        if here != dest and not any(here.iterdir()):
+            here.rmdir()
+    for rel in files:
+        src, target = root / rel, dest / rel
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.is_file() and _same_file_content(src, target):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.sync-tmp")
+        shutil.copyfile(src, tmp)
+        shutil.copymode(src, tmp)
+        os.replace(tmp, target)
+    return files
+
+
+def _same_file_content(a: Path, b: Path) -> bool:
+    """Same bytes and the same executable bit (what :func:`digest` sees of a file)."""
+    sa, sb = os.stat(a), os.stat(b)
+    if sa.st_size != sb.st_size or (sa.st_mode & stat.S_IXUSR) != (sb.st_mode & stat.S_IXUSR):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True

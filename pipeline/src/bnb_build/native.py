@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import inputs, process
-from .errors import BuildMismatch, InputError, StepError, UsageError
+from .errors import BuildMismatch, InputError, UsageError, run_step
 from .files import move_into_place, remove_tree, write_text_atomic
 from .platforms import Platform, check_backend, check_library_name, get_platform, is_library_file
 
@@ -346,11 +346,6 @@ def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapp
 def main(argv: Optional[Sequence[str]] = None) -> int:
     old_umask = os.umask(0o022)
     try:
-        job = parse_args(sys.argv[1:] if argv is None else argv)
-        build(job, os.environ)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
+        return run_step(lambda: build(parse_args(sys.argv[1:] if argv is None else argv), os.environ))
     finally:
         os.umask(old_umask)
-    return 0

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
 
 from . import process
-from .errors import StepError, ToolNotFound, UsageError, join_argv
+from .errors import StepError, ToolNotFound, UsageError, join_argv, redact, run_step
 from .inputs import file_sha256
 from .release import Expected, check_wheel_set, expected_from_file
 
@@ -63,12 +63,6 @@ class PublishError(StepError):
     """Verification, the token exchange or the upload failed; the message says what to do."""
 
     exit_code = 11
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,9 +358,4 @@ def publish(job: PublishJob, env: Mapping[str, str]) -> List[Path]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     env = dict(os.environ)
     secrets = [env.get(n, "") for n in DROPPED_ENV if n != "TWINE_USERNAME"]
-    try:
-        publish(parse_args(sys.argv[1:] if argv is None else argv), env)
-    except StepError as e:
-        print(f"error: {redact(str(e), secrets)}", file=sys.stderr, flush=True)
-        return e.exit_code
-    return 0
+    return run_step(lambda: publish(parse_args(sys.argv[1:] if argv is None else argv), env), secrets)

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import audit as audit_step
-from .errors import InputError, StepError, UsageError
+from .errors import InputError, StepError, UsageError, run_step
 from .files import remove_tree, write_text_atomic
 from .inputs import file_sha256
 from .platforms import PLATFORMS, parse_platform_tag
@@ -578,10 +578,4 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        job = parse_args(sys.argv[1:] if argv is None else argv)
-        pre_release(job, os.environ)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
-    return 0
+    return run_step(lambda: pre_release(parse_args(sys.argv[1:] if argv is None else argv), os.environ))

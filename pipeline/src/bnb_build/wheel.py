@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import binfmt, elf, process
-from .errors import InputError, StepError, WheelError
+from .errors import InputError, WheelError, run_step
 from .files import remove_tree
 from .platforms import (
     Platform,
@@ -325,10 +325,4 @@ def _sha256(path: Path) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        job = parse_args(sys.argv[1:] if argv is None else argv)
-        build(job, os.environ)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
-    return 0
+    return run_step(lambda: build(parse_args(sys.argv[1:] if argv is None else argv), os.environ))
