@@ -76,7 +76,18 @@ def check_entry(entry: Path, digest: str) -> str | None:
     for rel, sha in sorted(expected.items()):
         if inputs.file_sha256(entry / rel) != sha:
             return f"{rel} does not match its sha256"
+    _VERIFIED.update({str(entry / rel): sha for rel, sha in expected.items()})
     return None
+
+
+_VERIFIED: dict[str, str] = {}
+"""sha256 of the files of entries checked by this process (entries are never changed once complete)."""
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of `path`: the one `check_entry` just verified for a file of a cache entry, else computed."""
+    known = _VERIFIED.get(str(path))
+    return known if known is not None else inputs.file_sha256(path)
 
 
 def lookup(cache_dir: Path, digest: str) -> tuple[Path | None, str | None]:

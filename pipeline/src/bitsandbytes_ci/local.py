@@ -218,7 +218,7 @@ async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, co
     entry = await _cache_lookup(settings, key, job.id, console)
     if entry is not None:
         info = json.loads((entry / (rel + BUILD_INFO_SUFFIX)).read_text(encoding="utf-8"))
-        return JobResult(job.id, "library", "built", job.platform, artifact=entry / rel, sha256=sha256_file(entry / rel),
+        return JobResult(job.id, "library", "built", job.platform, artifact=entry / rel, sha256=artifact_cache.file_sha256(entry / rel),
                          build_info=info, inputs_digest=key, cached=True)  # fmt: skip
     result = await _run_build_step(job, decision, settings, console, toolkit)
     if result.status != "built" or result.artifact is None:
@@ -354,6 +354,8 @@ async def run_builds(jobs: Sequence[Job], settings: HostSettings, console: Conso
     }
     limiter = anyio.CapacityLimiter(settings.concurrency)
     console.planned(sum(isinstance(d, Runnable) for d in decisions.values()))
+    if any(isinstance(d, Runnable) for d in decisions.values()):  # the tool versions every build key holds, asked once
+        await anyio.to_thread.run_sync(artifact_cache.prime_tool_versions, settings.cache_dir, [settings.host.cxx, settings.host.cmake])
 
     async def one(job: Job, decision: Runnable) -> None:
         async with limiter:
@@ -430,7 +432,7 @@ async def run_wheel_job(wheel: WheelJob, libraries: Sequence[JobResult], notes: 
         tag = wheel_tag(produced.name)
         if tag != wheel.plat_tag:
             notes = (*notes, f"tagged {tag}, not {wheel.plat_tag}: the libraries built on this host need a newer glibc (the build images keep {wheel.plat_tag})")
-        return JobResult(wheel.id, "wheel", "built", wheel.platform, artifact=produced, sha256=sha256_file(produced), notes=notes, inputs_digest=key, cached=True)
+        return JobResult(wheel.id, "wheel", "built", wheel.platform, artifact=produced, sha256=artifact_cache.file_sha256(produced), notes=notes, inputs_digest=key, cached=True)
     result = await _run_wheel_step(wheel, libraries, notes, settings, console)
     if result.status != "built" or result.artifact is None:
         return result
@@ -508,13 +510,13 @@ async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[s
     if not wheels:
         return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
     expect, notes = audit_expectations(matrix, built_jobs, wheels)
-    held = [(w.name, sha256_file(w)) for w in wheels.values()]
+    held = [(w.name, artifact_cache.file_sha256(w)) for w in wheels.values()]
     key = await anyio.to_thread.run_sync(lambda: artifact_cache.audit_digest(expect, held, steps_dir=steps_dir()))
     console.planned(1)
     entry = await _cache_lookup(settings, key, AUDIT_JOB_ID, console)
     if entry is not None:
         report = entry / "audit.md"
-        return JobResult(AUDIT_JOB_ID, "audit", "built", artifact=report, sha256=sha256_file(report), notes=notes, inputs_digest=key, cached=True)
+        return JobResult(AUDIT_JOB_ID, "audit", "built", artifact=report, sha256=artifact_cache.file_sha256(report), notes=notes, inputs_digest=key, cached=True)
     result = await _run_audit_step(matrix, built_jobs, wheels, settings, console)
     if result.status != "built" or result.artifact is None:
         return result
