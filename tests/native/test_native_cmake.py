@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -54,4 +55,7 @@ def test_compiler_launcher_is_used(native_build, tmp_path):
     build = native_build(tmp_path, "-DCOMPUTE_BACKEND=cpu", f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}",
                          env={"CCACHE_DIR": str(cache_dir)})
     assert build.returncode == 0, build.log
-    assert any(cache_dir.rglob("*R")), f"ccache stored no results in {cache_dir}"  # result files end in R
+    stats = subprocess.run([ccache, "--print-stats"], capture_output=True, text=True, check=True,
+                           env={**os.environ, "CCACHE_DIR": str(cache_dir)}).stdout
+    counters = dict(line.split("\t") for line in stats.splitlines() if "\t" in line)
+    assert int(counters["cache_miss"]) >= 3, f"ccache saw no compile of the library: {stats}"  # 3 common .cpp at least
