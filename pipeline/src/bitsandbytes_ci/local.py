@@ -39,7 +39,6 @@ from typing import Any
 
 import anyio
 
-from bnb_build.inputs import file_sha256 as sha256_file
 from bnb_build import inputs
 
 from . import artifact_cache
@@ -341,7 +340,7 @@ async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, 
     console.finished(job.id, "built")
     console.line(f"[{job.id}] built in {duration:.1f} s")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    return JobResult(job.id, "library", "built", job.platform, duration_s=duration, artifact=library, sha256=sha256_file(library), build_info=info, log_path=log)
+    return JobResult(job.id, "library", "built", job.platform, duration_s=duration, artifact=library, sha256=inputs.file_sha256(library), build_info=info, log_path=log)
 
 
 async def run_builds(jobs: Sequence[Job], settings: HostSettings, console: Console) -> list[JobResult]:
@@ -377,7 +376,7 @@ def libraries_from_dir(jobs: Sequence[Job], libs: Path) -> list[JobResult]:
         info = library.with_name(library.name + BUILD_INFO_SUFFIX)
         if library.is_file() and info.is_file():
             results.append(JobResult(
-                job.id, "library", "built", job.platform, artifact=library, sha256=sha256_file(library),
+                job.id, "library", "built", job.platform, artifact=library, sha256=inputs.file_sha256(library),
                 build_info=json.loads(info.read_text(encoding="utf-8")), notes=(f"taken from {libs}",),
             ))  # fmt: skip
         else:
@@ -462,7 +461,7 @@ async def _run_wheel_step(wheel: WheelJob, libraries: Sequence[JobResult], notes
         notes = (*notes, f"tagged {tag}, not {wheel.plat_tag}: the libraries built on this host need a newer glibc (the build images keep {wheel.plat_tag})")
     console.finished(wheel.id, "built")
     console.line(f"[{wheel.id}] built {produced[0].name} in {duration:.1f} s")
-    return JobResult(wheel.id, "wheel", "built", wheel.platform, duration_s=duration, artifact=produced[0], sha256=sha256_file(produced[0]), log_path=log, notes=notes)
+    return JobResult(wheel.id, "wheel", "built", wheel.platform, duration_s=duration, artifact=produced[0], sha256=inputs.file_sha256(produced[0]), log_path=log, notes=notes)
 
 
 async def run_wheels(wheels: Sequence[WheelJob], builds: Sequence[JobResult], settings: HostSettings, console: Console) -> list[JobResult]:
@@ -545,7 +544,7 @@ async def _run_audit_step(matrix: Matrix, built_jobs: Sequence[Job], wheels: Map
         result = _failed(AUDIT_JOB_ID, "audit", None, code=code, duration=duration, log=log)
         return replace(result, artifact=report if report.is_file() else None, notes=notes)
     console.line(f"[{AUDIT_JOB_ID}] passed in {duration:.1f} s")
-    return JobResult(AUDIT_JOB_ID, "audit", "built", duration_s=duration, artifact=report, sha256=sha256_file(report), log_path=log, notes=notes)
+    return JobResult(AUDIT_JOB_ID, "audit", "built", duration_s=duration, artifact=report, sha256=inputs.file_sha256(report), log_path=log, notes=notes)
 
 
 def built_jobs(jobs: Sequence[Job], results: Sequence[JobResult]) -> list[Job]:
