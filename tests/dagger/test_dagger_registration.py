@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -77,22 +78,36 @@ def module() -> dict[str, Any]:
     return json.loads(run_python(LOAD))
 
 
-SOURCE_IGNORED = [".git", "**/.venv", "**/__pycache__", "build", "build-*", "dist", ".bnb-cache", ".ccache", "pipeline/sdk"]
+SOURCE_IGNORED = [".git", "**/.venv", "**/__pycache__", "build", "build-*", "dist", ".bnb-cache", ".ccache", "pipeline/sdk",
+                  "venv", "**/.tox", "libs", "dist-windows"]  # fmt: skip
 
 EXPECTED: dict[str, list[str]] = {
-    "plan": ["backend", "version", "platform", "archs", "json"],
-    "build_cpu": ["source", "platform", "ccache"],
-    "build_cuda": ["source", "cuda_version", "platform", "archs", "ccache"],
-    "build_rocm": ["source", "rocm_version", "platform", "archs", "ccache"],
-    "build_xpu": ["source", "oneapi_version", "platform", "ccache"],
+    "plan": ["backend", "version", "platform", "archs", "format"],
+    "build_cpu": ["source", "platform", "ccache", "jobs"],
+    "build_cuda": ["source", "cuda_version", "platform", "archs", "ccache", "jobs"],
+    "build_rocm": ["source", "rocm_version", "platform", "archs", "ccache", "jobs"],
+    "build_xpu": ["source", "oneapi_version", "platform", "ccache", "jobs"],
     "build_wheels": ["libs", "source", "platform", "source_date_epoch"],
+    "test_wheels": ["wheels", "source", "keep_going"],
     "audit_wheels": ["wheels", "source", "platform", "archs", "keep_going"],
-    "build_all": ["source", "platform", "backend", "version", "archs", "ccache", "keep_going", "source_date_epoch"],
-    "verify_reproducible": ["source", "platform", "backend", "version", "archs", "source_date_epoch", "keep_going"],
+    "build_all": ["source", "platform", "backend", "version", "archs", "ccache", "keep_going", "source_date_epoch", "jobs", "libs"],
+    "verify_reproducible": ["source", "platform", "backend", "version", "archs", "source_date_epoch", "keep_going", "jobs"],
     "lock_images": [],
     "pre_release": ["wheels", "token", "repository", "commit", "source", "tag", "platform", "backend", "version", "archs"],
     "publish": ["wheels", "source", "token", "oidc_request_url", "oidc_request_token", "repository_url", "platform", "backend", "version", "archs"],
 }
+
+DAGGER_CALL_FLAGS = {"json": "j", "output": "o", "mod": "m", "progress": None, "debug": "d", "silent": "s", "verbose": "v",
+                     "quiet": "q", "interactive": "i", "web": "w", "help": "h"}  # fmt: skip
+"""The flags `dagger call` defines itself on every function subcommand (long name -> one-letter form;
+dagger-python.md, "Engine rules"): an argument under one of these names makes the CLI fail with
+"flag already exists" as soon as any flag follows the function name."""
+
+
+def cli_flag(api_name: str) -> str:
+    """The flag `dagger call` gives an argument: the engine's lowerCamel name in kebab case."""
+    camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), api_name)
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "-" + m.group(1).lower(), camel)
 
 
 def test_entry_point_finds_the_main_object(module: dict[str, Any]) -> None:
@@ -111,6 +126,24 @@ def test_functions_and_argument_names(module: dict[str, Any]) -> None:
             assert all(arg["doc"] for arg in fn["args"].values() if arg["default_path"] is None), name
 
 
+def test_no_argument_takes_a_flag_of_dagger_call(module: dict[str, Any]) -> None:
+    reserved = set(DAGGER_CALL_FLAGS) | {short for short in DAGGER_CALL_FLAGS.values() if short}
+    assert cli_flag("as_json") == "as-json" and cli_flag("source_date_epoch") == "source-date-epoch"
+    clashes = [(fn or "<constructor>", name) for fn, spec in module["functions"].items() for name in spec["args"] if cli_flag(name) in reserved]
+    assert clashes == [], f"arguments named like a `dagger call` flag: {clashes}"
+
+
+def test_functions_that_can_return_failures_are_never_cached_across_sessions(module: dict[str, Any]) -> None:
+    """A --keep-going result (failures.md inside) served again from a persistent engine would hide a fix
+    or repeat a failure that is gone: such functions are cached per session at most."""
+    fns = module["functions"]
+    keep_going = {name for name, fn in fns.items() if "keep_going" in fn["args"]}
+    assert keep_going == {"test_wheels", "audit_wheels", "build_all", "verify_reproducible"}
+    assert {name: fns[name]["cache"] for name in keep_going} == {
+        "test_wheels": "session", "audit_wheels": "session", "build_all": "session", "verify_reproducible": "never",
+    }  # fmt: skip
+
+
 def test_source_is_the_repository_minus_ignored_paths(module: dict[str, Any]) -> None:
     for name, fn in module["functions"].items():
         if "source" in fn["args"]:
@@ -123,11 +156,12 @@ def test_source_is_the_repository_minus_ignored_paths(module: dict[str, Any]) ->
 def test_types_defaults_and_caching(module: dict[str, Any]) -> None:
     fns = module["functions"]
     assert {n: fns[n]["returns"] for n in fns if n} == {
-        "plan": "<class 'str'>", "lock_images": "<class 'dagger.File'>", "audit_wheels": "<class 'dagger.File'>",
+        "plan": "<class 'str'>", "lock_images": "<class 'dagger.File'>", "audit_wheels": "<class 'dagger.File'>", "test_wheels": "<class 'dagger.File'>",
         "publish": "<class 'str'>", "verify_reproducible": "<class 'str'>",
         **{n: "<class 'dagger.Directory'>" for n in ("build_cpu", "build_cuda", "build_rocm", "build_xpu", "build_wheels", "build_all", "pre_release")},
     }  # fmt: skip
     assert {n for n in fns if fns[n]["cache"] == "never"} == {"lock_images", "pre_release", "publish", "verify_reproducible"}
+    assert {n for n in fns if fns[n]["cache"] == "session"} == {"test_wheels", "audit_wheels", "build_all"}
     all_args = fns["build_all"]["args"]
     assert all_args["platform"]["type"] == "list[str] | None" and all_args["platform"]["default"] == "null"
     assert all_args["keep_going"]["default"] == "false" and all_args["archs"]["default"] == '""'
@@ -168,3 +202,4 @@ def test_sdk_registration_dry_run() -> None:
             assert f'withArg(name: "{arg}"' in text, (name, arg)
     assert 'defaultPath: "/"' in text and '".ccache"' in text and '"pipeline/sdk"' in text
     assert text.count('withCachePolicy(policy: \"Never\")') == 4  # lock_images, pre_release, publish, verify_reproducible
+    assert text.count('withCachePolicy(policy: \"PerSession\")') == 3  # test_wheels, audit_wheels, build_all

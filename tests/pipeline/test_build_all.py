@@ -76,7 +76,7 @@ def sha256(path: Path) -> str:
 
 
 def test_outputs_are_wheels_audit_and_manifest(first: Run) -> None:
-    assert sorted(p.name for p in first.out.iterdir()) == ["audit.md", "libs", "manifest.json", "summary.md", "wheels"]
+    assert sorted(p.name for p in first.out.iterdir()) == ["audit.md", "libs", "manifest.json", "summary.md", "tries.md", "wheels"]
     libs = sorted(p.relative_to(first.out).as_posix() for p in (first.out / "libs").rglob("*") if p.is_file())
     assert libs == [f"libs/linux/x86_64/{name}{suffix}" for name in ("libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so")
                     for suffix in ("", ".build-info.json")]  # fmt: skip
@@ -86,19 +86,24 @@ def test_outputs_are_wheels_audit_and_manifest(first: Run) -> None:
         libraries = sorted(Path(n).name for n in z.namelist() if Path(n).name.startswith("libbitsandbytes_"))
     assert libraries == ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so"]
     assert "Result: **PASS**" in (first.out / "audit.md").read_text()
+    # the wheel was installed into a clean virtualenv and the tree's try-script ran the round trips
+    tries = (first.out / "tries.md").read_text()
+    assert "Result: **PASS**" in tries and f"| {wheel.name} | linux-x86_64 | venv | passed | bitsandbytes " in tries
 
 
 def test_manifest_describes_every_artifact_and_job(first: Run) -> None:
     manifest = first.manifest
     artifacts = {a["path"]: a for a in manifest["artifacts"]}
     assert sorted(artifacts) == [
-        "audit.md", "libs/linux/x86_64/libbitsandbytes_cpu.so", "libs/linux/x86_64/libbitsandbytes_cuda130.so", f"wheels/{first.wheels[0].name}",
+        "audit.md", "libs/linux/x86_64/libbitsandbytes_cpu.so", "libs/linux/x86_64/libbitsandbytes_cuda130.so", "tries.md",
+        f"wheels/{first.wheels[0].name}",
     ]  # fmt: skip
     for path, entry in artifacts.items():
         assert entry["sha256"] == sha256(first.out / path) and entry["size"] == (first.out / path).stat().st_size
     jobs = {j["id"]: j for j in manifest["jobs"]}
     planned = plan_jobs(load_matrix(), Selection(backends=("cpu", "cuda"), archs="75", platforms=("linux-x86_64",)))
-    assert {j.id for j in planned} | {"wheel-linux-x86_64", "audit"} <= set(jobs)
+    assert {j.id for j in planned} | {"wheel-linux-x86_64", "try", "audit"} <= set(jobs)
+    assert jobs["try"]["status"] == "built" and jobs["try"]["artifact"] == "tries.md"
     for job_id in BUILT:
         entry = jobs[job_id]
         assert entry["status"] == "built"
@@ -183,3 +188,40 @@ def test_atomic_copy_leaves_the_old_file_when_it_fails(tmp_path: Path) -> None:
         outputs.copy_atomic(tmp_path / "missing.md", dest)
     assert dest.read_text() == "complete old report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.md"]
+
+
+def test_build_all_from_libs_packs_without_building(first: Run, tmp_path: Path) -> None:
+    """The final CI job on the host: libraries built earlier (here: the first run's) packed, tried and
+    audited; nothing is built, and the wheel holds those very libraries."""
+    out = tmp_path / "out"
+    run = run_bnb_ci(["build-all", "--out", str(out), "--libs", str(first.out / "libs"), "--backend", "cpu", "--platform", "linux-x86_64"], cwd=first.repo)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "[cpu-linux-x86_64] start" not in run.stdout and f"taken from {first.out / 'libs'}" in run.stdout
+    [wheel] = sorted((out / "wheels").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("bitsandbytes/libbitsandbytes_cpu.so") == (first.out / "libs/linux/x86_64/libbitsandbytes_cpu.so").read_bytes()
+    assert "Result: **PASS**" in (out / "tries.md").read_text() and "Result: **PASS**" in (out / "audit.md").read_text()
+
+
+def test_build_all_from_libs_fails_for_every_missing_library(first: Run, tmp_path: Path) -> None:
+    """Every planned library must be in --libs: the first run built CUDA 13.0 only, so the other CUDA
+    versions of linux-x86_64 are failures, and no wheel is packed without them."""
+    libs = first.out / "libs"
+    run = run_bnb_ci(["build-all", "--out", str(tmp_path / "out"), "--libs", str(libs), *SELECTION], cwd=first.repo)
+    assert run.returncode == 1
+    jobs = {j["id"]: j for j in json.loads((tmp_path / "out" / "manifest.json").read_text())["jobs"]}
+    assert jobs["cuda130-linux-x86_64"]["status"] == "built"
+    assert jobs["cuda128-linux-x86_64"]["status"] == "failed" and f"not in {libs}" in jobs["cuda128-linux-x86_64"]["reason"]
+    assert jobs["wheel-linux-x86_64"]["status"] == "skipped", "no wheel without all its libraries"
+
+
+def test_test_wheels_verb(first: Run, tmp_path: Path) -> None:
+    out = tmp_path / "tries"
+    run = run_bnb_ci(["test-wheels", "--wheels", str(first.out / "wheels"), "--out", str(out), "--source", str(first.repo)], cwd=first.repo)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    report = (out / "tries.md").read_text()
+    assert f"| {first.wheels[0].name} | linux-x86_64 | venv | passed | bitsandbytes " in report
+    empty = tmp_path / "none"
+    empty.mkdir()
+    refused = run_bnb_ci(["test-wheels", "--wheels", str(empty), "--out", str(out)], cwd=first.repo)
+    assert refused.returncode == 2 and "holds no wheel" in refused.stderr

@@ -104,13 +104,13 @@ def test_inputs_name_toolkit_image_and_flags(planned: tuple[list[Job], list[Whee
 
 def test_plan_json_shows_the_digests(repo: Path, planned: tuple[list[Job], list[WheelJob]]) -> None:
     jobs, wheels = planned
-    done = run_bnb_ci(["plan", "--json", "--source", str(repo), "--platform", "linux-x86_64", "--platform", "linux-aarch64"], cwd=repo)
+    done = run_bnb_ci(["plan", "--format", "json", "--source", str(repo), "--platform", "linux-x86_64", "--platform", "linux-aarch64"], cwd=repo)
     assert done.returncode == 0, done.stderr
     shown = {entry["id"]: entry for entry in json.loads(done.stdout)}
     assert {k: v["input_digest"] for k, v in shown.items()} == digests(repo, jobs, wheels)
     assert shown["cpu-linux-x86_64"]["inputs"]["sources"] == next(j for j in jobs if j.id == "cpu-linux-x86_64").sources
     assert shown["wheel-linux-x86_64"]["inputs"]["source_date_epoch"] == EPOCH
-    plain = run_bnb_ci(["plan", "--json", "--platform", "linux-x86_64"], cwd=repo)
+    plain = run_bnb_ci(["plan", "--format", "json", "--platform", "linux-x86_64"], cwd=repo)
     assert "input_digest" not in plain.stdout, "without --source the plan reads no file"
 
 

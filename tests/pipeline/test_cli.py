@@ -22,7 +22,7 @@ def run(*argv: str, env: dict[str, str] | None = None, handlers=None) -> str:
 
 
 def test_plan_json_lists_every_job() -> None:
-    jobs = json.loads(run("plan", "--json"))
+    jobs = json.loads(run("plan", "--format", "json"))
     assert len(jobs) == 38
     for job in jobs:
         assert {"id", "backend", "version", "platform", "image", "archs", "library", "runner", "cmake_args", "sources"} <= set(job)
@@ -41,7 +41,7 @@ def test_plan_json_lists_every_job() -> None:
 
 
 def test_plan_json_selection() -> None:
-    jobs = json.loads(run("plan", "--json", "--backend", "cuda", "--version", "12.8", "--platform", "linux-aarch64", "--archs", "90"))
+    jobs = json.loads(run("plan", "--format", "json", "--backend", "cuda", "--version", "12.8", "--platform", "linux-aarch64", "--archs", "90"))
     assert [(j["id"], j["archs"]) for j in jobs] == [("cuda128-linux-aarch64", ["90"])]
 
 
@@ -118,7 +118,7 @@ def test_invalid_matrix_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_console_script_runs_plan_json() -> None:
-    result = subprocess.run([sys.executable, "-m", "bitsandbytes_ci.cli", "plan", "--json", "--backend", "cpu"], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "bitsandbytes_ci.cli", "plan", "--format", "json", "--backend", "cpu"], capture_output=True, text=True, check=True)
     assert [j["id"] for j in json.loads(result.stdout)] == [
         "cpu-linux-x86_64", "cpu-linux-aarch64", "cpu-windows-x64", "cpu-windows-arm64", "cpu-macos-arm64",
     ]  # fmt: skip

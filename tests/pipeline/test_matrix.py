@@ -227,8 +227,8 @@ def test_two_versions_with_one_library_name_are_rejected(tmp_path: Path) -> None
 def test_missing_image_is_rejected(tmp_path: Path) -> None:
     path = write_variant(
         tmp_path,
-        ('{ platforms = ["linux-x86_64", "linux-aarch64"], image = "nvidia/cuda:{version}-devel-rockylinux8" }',
-         '{ platforms = ["linux-x86_64"], image = "nvidia/cuda:{version}-devel-rockylinux8" }'),
+        ('{ platforms = ["linux-x86_64", "linux-aarch64"], image = "nvidia/cuda:{version}-devel-rockylinux8", size_gb = 9 }',
+         '{ platforms = ["linux-x86_64"], image = "nvidia/cuda:{version}-devel-rockylinux8", size_gb = 9 }'),
     )  # fmt: skip
     message = load_error(path)
     assert "cuda 11.8.0 on linux-aarch64 has no image" in message
@@ -310,3 +310,27 @@ def test_lock_file_with_a_bad_digest_is_rejected(tmp_path: Path) -> None:
 def test_matrix_is_frozen(matrix) -> None:
     with pytest.raises(Exception, match="frozen"):
         matrix.cuda.build_type = "Debug"
+
+
+def test_a_native_runner_toolkit_without_an_install_rule_is_rejected(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, ('{ platforms = ["windows-arm64"], since = "13.4", method = "nvidia-installer"',
+                                    '{ platforms = ["windows-x64"], since = "13.4", method = "nvidia-installer"'))  # fmt: skip
+    message = load_error(path)
+    assert "cuda 13.4.0 on windows-arm64 builds on a native runner, and no cuda.native_installs rule says how to install it there" in message
+
+
+def test_install_rules_need_what_their_method_needs(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, ('method = "intel-installer", url = "https://registrationcenter-download.intel.com/akdlm/IRC_NAS/d2148e15',
+                                    'method = "intel-installer", urx = "https://registrationcenter-download.intel.com/akdlm/IRC_NAS/d2148e15'))  # fmt: skip
+    message = load_error(path)
+    assert "unknown key 'urx' (did you mean 'url'?)" in message
+
+
+def test_ci_runners_and_image_sizes_are_data(tmp_path: Path) -> None:
+    matrix = load_matrix()
+    assert matrix.ci.linux_runners == {"linux/amd64": "ubuntu-latest", "linux/arm64": "ubuntu-24.04-arm"}
+    assert matrix.cuda.image_size_for("linux-aarch64", "12.8.1") == 9 and matrix.rocm.image_size_for("linux-x86_64", "7.14.0") == 32
+    path = write_variant(tmp_path, ('native_runners = { windows-x64 = "windows-latest"', 'native_runners = { linux-x86_64 = "windows-latest"'))
+    assert "ci.native_runners: 'linux-x86_64' is not a platform built outside containers" in load_error(path)
+    path = write_variant(tmp_path, (', size_gb = 9 }', ' }'))
+    assert "required key 'size_gb' is missing" in load_error(path)

@@ -18,10 +18,10 @@ def section(name: str) -> str:
 
 
 def test_support_matrix_section_equals_the_matrix(capsys) -> None:
-    assert cli.main(["plan", "--markdown"]) == 0
+    assert cli.main(["plan", "--format", "markdown"]) == 0
     generated = capsys.readouterr().out
     assert section("support-matrix") == generated, (
-        "README.md's support matrix differs from the matrix: regenerate it with `bnb-ci plan --markdown`"
+        "README.md's support matrix differs from the matrix: regenerate it with `bnb-ci plan --format markdown`"
     )
 
 

@@ -277,3 +277,16 @@ def audit_digest(expect: Mapping[str, Any], wheels: Sequence[tuple[str, str]], *
         "toolkit": python_toolkit("auditwheel", "pyelftools"),
     }
     return inputs.digest(steps_dir, [], extra)
+
+
+def try_digest(wheels: Sequence[tuple[str, str]], script: tuple[str, str] | None, *, wine_python: str | None, steps_dir: Path) -> str:
+    """The try job's key: the wheels (file name, sha256), the script (path, sha256), the Windows Python
+    used under Wine (its folder), the step programs and this interpreter."""
+    extra = {
+        "wheels": sorted(wheels),
+        "script": list(script) if script else None,
+        "wine_python": wine_python,
+        "steps": inputs.step_files(steps_dir),
+        "toolkit": python_toolkit("pip"),
+    }
+    return inputs.digest(steps_dir, [], extra)

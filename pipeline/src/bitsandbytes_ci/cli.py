@@ -20,8 +20,9 @@ from types import FrameType
 from typing import Any, TextIO
 
 from .doctor import run_doctor
+from .install_toolkit import run_install_toolkit
 from .errors import MatrixError, PipelineError
-from .listing import format_table, jobs_json, support_table
+from .listing import PLAN_FORMATS, jobs_json, render_plan
 from .local import CACHE_DIR_NAME, DEFAULT_CONCURRENCY, DEFAULT_SOURCE_DATE_EPOCH
 from .matrix import Matrix, load_matrix
 from .plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
@@ -66,35 +67,34 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {
-    "plan": Verb("list the jobs the matrix yields for a selection", options=("select", "json", "digest")),
+    "plan": Verb("list the jobs the matrix yields for a selection", options=("select", "format", "digest")),
     "build-cpu": Verb("build the CPU library per platform", family="cpu", options=("out", "host")),
     "build-cuda": Verb("build the CUDA libraries", family="cuda", version_option="--cuda-version", options=("out", "host")),
     "build-rocm": Verb("build the ROCm libraries", family="rocm", version_option="--rocm-version", options=("out", "host")),
     "build-xpu": Verb("build the Intel XPU (SYCL) libraries", family="xpu", version_option="--oneapi-version", options=("out", "host")),
     "build-wheels": Verb("pack one wheel per platform from built libraries", options=("select", "out", "libs", "host", "keep-going")),
     "audit-wheels": Verb("check wheels against the plan (platform tag, libraries, arch lists)", options=("select", "wheels", "out", "host")),
-    "build-all": Verb("build every library, then the wheels, then audit them", options=("select", "out", "host", "keep-going")),
+    "test-wheels": Verb("install each wheel into a clean environment and run the tree's try-script", options=("wheels", "out", "host")),
+    "build-all": Verb("build every library, then the wheels, then try and audit them", options=("select", "out", "libs", "host", "keep-going")),
     "pre-release": Verb("publish the wheels as the rolling pre-release", options=("wheels", "select", "release")),
     "publish": Verb("upload the wheels to the package index", options=("wheels", "select", "release")),
+    "install-toolkit": Verb("install the toolkit of native-runner jobs (Windows CUDA, ROCm, oneAPI) and export its environment", options=("select",)),
     "doctor": Verb("list this host's toolkits, the jobs they let bnb-ci build here, and how to install the missing ones"),
 }
 
 
 def run_plan(invocation: Invocation) -> int:
-    out = invocation.stdout
-    if invocation.options.get("json"):
-        source = invocation.options.get("source")
-        json.dump(jobs_json(invocation.jobs) if source is None else jobs_with_digests(invocation, Path(source)), out, indent=2)
-        out.write("\n")
-    elif invocation.options.get("markdown"):
-        out.write(support_table(invocation.jobs, invocation.wheels) + "\n")
+    fmt = invocation.options.get("format") or "table"
+    source = invocation.options.get("source")
+    if fmt == "json" and source is not None:
+        invocation.stdout.write(json.dumps(jobs_with_digests(invocation, Path(source)), indent=2) + "\n")
     else:
-        out.write(format_table(invocation.jobs, invocation.wheels) + "\n")
+        invocation.stdout.write(render_plan(fmt, invocation.matrix, invocation.jobs, invocation.wheels))
     return 0
 
 
 def jobs_with_digests(invocation: Invocation, source: Path) -> list[dict[str, Any]]:
-    """`plan --json --source DIR`: every job with its input set and digest (`Job.input_digest`), then
+    """`plan --format json --source DIR`: every job with its input set and digest (`Job.input_digest`), then
     every wheel job with its digest (over the digests of the libraries it packs and the default
     SOURCE_DATE_EPOCH)."""
     from .local import check_source
@@ -115,7 +115,10 @@ def jobs_with_digests(invocation: Invocation, source: Path) -> list[dict[str, An
     return entries
 
 
-HANDLERS: dict[str, Handler] = {"plan": run_plan, **HOST_HANDLERS, "pre-release": run_pre_release, "publish": run_publish, "doctor": run_doctor}
+HANDLERS: dict[str, Handler] = {
+    "plan": run_plan, **HOST_HANDLERS, "pre-release": run_pre_release, "publish": run_publish,
+    "install-toolkit": run_install_toolkit, "doctor": run_doctor,
+}  # fmt: skip
 """verb -> function: `plan` here, the build verbs in verbs.py (the host executor), the release verbs in
 release_verbs.py."""
 
@@ -153,10 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         if "select" in verb.options:
             sub.add_argument("--backend", action="append", default=[], metavar="NAME", help="cpu, cuda, rocm (hip), xpu; repeat for several (default: all)")
             sub.add_argument("--version", dest="versions", action="append", default=[], metavar="V", help="toolkit version; repeat for several (default: all)")
-        if "json" in verb.options:
-            output = sub.add_mutually_exclusive_group()
-            output.add_argument("--json", action="store_true", help="print the jobs as JSON")
-            output.add_argument("--markdown", action="store_true", help="print the support matrix as Markdown (as in README.md)")
+        if "format" in verb.options:
+            sub.add_argument(
+                "--format", choices=PLAN_FORMATS, default="table",
+                help="table (default), json (every job), markdown (the support matrix of README.md) or ci-matrix (the CI shards)",
+            )  # fmt: skip
         if "out" in verb.options:
             sub.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
         if "libs" in verb.options:
@@ -182,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         if "digest" in verb.options:
             sub.add_argument(
                 "--source", type=Path, metavar="DIR",
-                help="with --json: add each job's input digest and input set, computed from this checkout",
+                help="with --format json: add each job's input digest and input set, computed from this checkout",
             )  # fmt: skip
         if "release" in verb.options:
             add_release_options(name, sub)

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-from .matrix import LOCK_FILE
+from .errors import SelectionError, allowed_list, did_you_mean
+from .matrix import LOCK_FILE, Matrix
 from .plan import Job, WheelJob
+from .shards import IN_CONTAINERS, ci_matrix, pull_size
 
 TAG_ONLY = "(tag only)"
 COLUMNS = ("id", "backend", "version", "platform", "runner", "image", "archs", "library")
+
+
+PLAN_FORMATS = ("table", "json", "markdown", "ci-matrix")
+"""What `plan --format` prints: the aligned table, every job as JSON, the support matrix as Markdown
+(README.md embeds it), or the CI shards as the workflow's matrices (shards.ci_matrix)."""
+
+
+def check_format(value: str) -> str:
+    if value not in PLAN_FORMATS:
+        msg = f"--format {value!r} is not known{did_you_mean(value, PLAN_FORMATS)}; allowed: {allowed_list(PLAN_FORMATS)}"
+        raise SelectionError(msg)
+    return value
+
+
+def render_plan(fmt: str, matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJob]) -> str:
+    """The plan in one of PLAN_FORMATS (the one rendering both `bnb-ci plan` and `dagger call plan` use)."""
+    check_format(fmt)
+    if fmt == "json":
+        return json.dumps(jobs_json(jobs), indent=2) + "\n"
+    if fmt == "markdown":
+        return support_table(jobs, wheels) + "\n"
+    if fmt == "ci-matrix":
+        return json.dumps(ci_matrix(matrix, jobs), indent=2) + "\n"
+    return format_table(jobs, wheels) + "\n"
 
 
 def image_cell(image: str | None, pinned: bool) -> str:
@@ -36,6 +63,10 @@ def format_table(jobs: Sequence[Job], wheels: Sequence[WheelJob] = ()) -> str:
     unpinned = {job.image for job in [*jobs, *wheels] if job.image and not job.image_pinned}
     lines.append("")
     lines.append(f"build jobs: {len(jobs)}, wheels: {len(wheels)}")
+    in_containers = [job for job in jobs if job.runner in IN_CONTAINERS]
+    if in_containers:
+        images = {(job.image, job.dagger_platform) for job in in_containers}
+        lines.append(f"container and cross jobs: {len(in_containers)}, on {len(images)} image(s) of about {pull_size(in_containers):.1f} GB in all")
     if unpinned:
         lines.append(f"{len(unpinned)} image(s) used by tag only: no digest in {LOCK_FILE} yet")
     return "\n".join(lines)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -45,7 +45,7 @@ from . import artifact_cache
 from .errors import PipelineError
 from .matrix import Matrix
 from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, wheel_tag
-from .plan import Job, WheelJob, audit_argv, expectations
+from .plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, try_argv
 from .progress import Progress
 from .results import LOG_TAIL_LINES, JobResult, Kind
 from .toolchains import Decision, HostToolchains, Runnable, Skip, decide
@@ -53,6 +53,9 @@ from .toolchains import Decision, HostToolchains, Runnable, Skip, decide
 DEFAULT_CONCURRENCY = 2
 CACHE_DIR_NAME = ".bnb-cache"
 AUDIT_JOB_ID = "audit"
+TRY_JOB_ID = "try"
+WINE_PYTHON_ENV = "BNB_WINE_PYTHON"
+"""A Windows CPython folder (python.exe) for trying win_amd64 wheels under Wine on this host."""
 
 DEFAULT_SOURCE_DATE_EPOCH = inputs.DEFAULT_SOURCE_DATE_EPOCH
 """SOURCE_DATE_EPOCH unless `--source-date-epoch` gives one: 1980-01-01T00:00:00Z, the earliest time a
@@ -208,7 +211,7 @@ def _failed(job_id: str, kind: Kind, platform: str | None, *, code: int | None, 
 # ---- build jobs -------------------------------------------------------------------------------
 
 
-async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, console: Console) -> JobResult:
+async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, console: Console, *, sharing: int = 1) -> JobResult:
     """The job's library from the artifact cache when its input digest has an entry; else the step
     runs and its output is stored under that digest (artifact_cache.py)."""
     toolkit = artifact_cache.host_toolkit(decision.toolchain, decision.changes, cxx=settings.host.cxx, cmake=settings.host.cmake)
@@ -219,7 +222,7 @@ async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, co
         info = json.loads((entry / (rel + BUILD_INFO_SUFFIX)).read_text(encoding="utf-8"))
         return JobResult(job.id, "library", "built", job.platform, artifact=entry / rel, sha256=artifact_cache.file_sha256(entry / rel),
                          build_info=info, inputs_digest=key, cached=True)  # fmt: skip
-    result = await _run_build_step(job, decision, settings, console, toolkit)
+    result = await _run_build_step(job, decision, settings, console, toolkit, sharing=sharing)
     if result.status != "built" or result.artifact is None:
         return result
     entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key,
@@ -310,7 +313,9 @@ def record_build_state(work: Path, key: str) -> None:
     os.replace(tmp, work / BUILD_STATE)
 
 
-async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, console: Console, toolkit: str = "") -> JobResult:
+async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, console: Console, toolkit: str = "", *,
+                          sharing: int = 1) -> JobResult:  # fmt: skip
+    """`sharing`: how many build jobs run at the same time (each sizes its compile parallelism to its share)."""
     work = work_dir(settings, job.id)
     log = work / "log.txt"
     argv = job.native_argv()
@@ -328,7 +333,8 @@ async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, 
         return _failed(job.id, "library", job.platform, code=None, duration=None, log=None, reason=f"preparing {work / 'src'}: {e}")
     console.started(job.id)
     console.line(f"[{job.id}] start ({decision.toolchain}{', kept build folder' if kept else ''})")
-    code, duration = await run_step(argv, cwd=work, env=decision.env, log=log, header=log_header(argv, work, decision.changes, decision.toolchain))
+    env = {**decision.env, **job.step_resources_env(sharing)}
+    code, duration = await run_step(argv, cwd=work, env=env, log=log, header=log_header(argv, work, decision.changes, decision.toolchain))
     library = work / "out" / job.output_subdir / job.library
     info_path = library.with_name(library.name + BUILD_INFO_SUFFIX)
     if code != 0 or not info_path.is_file():
@@ -352,13 +358,14 @@ async def run_builds(jobs: Sequence[Job], settings: HostSettings, console: Conso
         if isinstance((d := decisions[job.id]), Skip)
     }
     limiter = anyio.CapacityLimiter(settings.concurrency)
-    console.planned(sum(isinstance(d, Runnable) for d in decisions.values()))
+    runnable = sum(isinstance(d, Runnable) for d in decisions.values())
+    console.planned(runnable)
     if any(isinstance(d, Runnable) for d in decisions.values()):  # the tool versions every build key holds, asked once
         await anyio.to_thread.run_sync(artifact_cache.prime_tool_versions, settings.cache_dir, [settings.host.cxx, settings.host.cmake])
 
     async def one(job: Job, decision: Runnable) -> None:
         async with limiter:
-            results[job.id] = await run_build_job(job, decision, settings, console)
+            results[job.id] = await run_build_job(job, decision, settings, console, sharing=min(settings.concurrency, runnable))
 
     async with anyio.create_task_group() as group:
         for job in jobs:
@@ -368,8 +375,9 @@ async def run_builds(jobs: Sequence[Job], settings: HostSettings, console: Conso
     return [results[job.id] for job in jobs]
 
 
-def libraries_from_dir(jobs: Sequence[Job], libs: Path) -> list[JobResult]:
-    """Build results for libraries built earlier into `libs` (`<os>/<arch>/<library>` + build-info)."""
+def libraries_from_dir(jobs: Sequence[Job], libs: Path, *, missing: Literal["skipped", "failed"] = "skipped") -> list[JobResult]:
+    """Build results for libraries built earlier into `libs` (`<os>/<arch>/<library>` + build-info);
+    a library not there is `missing` (build-all --libs: failed, as the Dagger function reports it)."""
     results = []
     for job in jobs:
         library = libs / job.output_subdir / job.library
@@ -380,7 +388,7 @@ def libraries_from_dir(jobs: Sequence[Job], libs: Path) -> list[JobResult]:
                 build_info=json.loads(info.read_text(encoding="utf-8")), notes=(f"taken from {libs}",),
             ))  # fmt: skip
         else:
-            results.append(JobResult(job.id, "library", "skipped", job.platform, reason=f"not in {libs} (no {job.output_subdir}/{job.library} with its build-info)"))
+            results.append(JobResult(job.id, "library", missing, job.platform, reason=f"not in {libs} (no {job.output_subdir}/{job.library} with its build-info)"))
     return results
 
 
@@ -526,25 +534,70 @@ async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[s
 async def _run_audit_step(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[str, Path], settings: HostSettings, console: Console) -> JobResult:
     if not wheels:
         return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
-    work = fresh_dir(work_dir(settings, AUDIT_JOB_ID))
+    work = _work_with_wheels(AUDIT_JOB_ID, wheels, settings)
+    expect, notes = audit_expectations(matrix, built_jobs, wheels)
+    (work / "expect.json").write_text(render_json(expect), encoding="utf-8")
+    result = await _run_report_step(AUDIT_JOB_ID, "audit", audit_argv(), work, "audit.md", len(wheels), settings, console)
+    return replace(result, notes=notes)
+
+
+def _work_with_wheels(job_id: str, wheels: Mapping[str, Path], settings: HostSettings) -> Path:
+    """A fresh work directory for a step over `wheels`, with a copy of them in wheels/."""
+    work = fresh_dir(work_dir(settings, job_id))
     (work / "wheels").mkdir()
     for wheel in wheels.values():
         shutil.copyfile(wheel, work / "wheels" / wheel.name)
-    expect, notes = audit_expectations(matrix, built_jobs, wheels)
-    (work / "expect.json").write_text(render_json(expect), encoding="utf-8")
-    argv = audit_argv()
+    return work
+
+
+async def _run_report_step(job_id: str, kind: Kind, argv: Sequence[str], work: Path, report: str, n_wheels: int,
+                           settings: HostSettings, console: Console) -> JobResult:  # fmt: skip
+    """Run a step that checks wheels and writes `report` into `work` (the audit, the tries)."""
     log = work / "log.txt"
-    console.started(AUDIT_JOB_ID)
-    console.line(f"[{AUDIT_JOB_ID}] start ({len(wheels)} wheel(s))")
+    console.started(job_id)
+    console.line(f"[{job_id}] start ({n_wheels} wheel(s))")
     code, duration = await run_step(argv, cwd=work, env=settings.base_env, log=log, header=log_header(argv, work, {}, "python"))
-    report = work / "audit.md"
-    console.finished(AUDIT_JOB_ID, "failed" if code != 0 else "built")
+    path = work / report
+    console.finished(job_id, "failed" if code != 0 else "built")
     if code != 0:
-        console.line(f"[{AUDIT_JOB_ID}] FAILED (exit code {code}); log: {log}")
-        result = _failed(AUDIT_JOB_ID, "audit", None, code=code, duration=duration, log=log)
-        return replace(result, artifact=report if report.is_file() else None, notes=notes)
-    console.line(f"[{AUDIT_JOB_ID}] passed in {duration:.1f} s")
-    return JobResult(AUDIT_JOB_ID, "audit", "built", duration_s=duration, artifact=report, sha256=inputs.file_sha256(report), log_path=log, notes=notes)
+        console.line(f"[{job_id}] FAILED (exit code {code}); log: {log}")
+        return replace(_failed(job_id, kind, None, code=code, duration=duration, log=log), artifact=path if path.is_file() else None)
+    console.line(f"[{job_id}] passed in {duration:.1f} s")
+    return JobResult(job_id, kind, "built", duration_s=duration, artifact=path, sha256=inputs.file_sha256(path), log_path=log)
+
+
+# ---- tries ------------------------------------------------------------------------------------
+
+
+async def run_tries(wheels: Mapping[str, Path], script: str | None, settings: HostSettings, console: Console) -> JobResult:
+    """Install each of `wheels` (platform -> wheel file) into a clean environment and run the tree's
+    `script` (the try step; what this host cannot run is reported as not tried). A passed try of the
+    same wheels, script and step programs is taken from the artifact cache."""
+    if not wheels:
+        return JobResult(TRY_JOB_ID, "try", "skipped", reason="no wheel was packed")
+    wine_python = settings.base_env.get(WINE_PYTHON_ENV) or None
+    script_path = settings.repo / script if script else None
+    if script_path is not None and not script_path.is_file():
+        return JobResult(TRY_JOB_ID, "try", "failed", reason=f"try-script {script} (pyproject.toml [tool.bitsandbytes-ci]) does not exist in {settings.repo}")
+    held = [(w.name, artifact_cache.file_sha256(w)) for w in wheels.values()]
+    script_key = (script, artifact_cache.file_sha256(script_path)) if script and script_path else None
+    key = await anyio.to_thread.run_sync(lambda: artifact_cache.try_digest(held, script_key, wine_python=wine_python, steps_dir=steps_dir()))
+    console.planned(1)
+    entry = await _cache_lookup(settings, key, TRY_JOB_ID, console)
+    if entry is not None:
+        report = entry / "tries.md"
+        return JobResult(TRY_JOB_ID, "try", "built", artifact=report, sha256=artifact_cache.file_sha256(report), inputs_digest=key, cached=True)
+    work = _work_with_wheels(TRY_JOB_ID, wheels, settings)
+    if script_path is not None and script:
+        (work / TRY_SCRIPT_DIR / script).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(script_path, work / TRY_SCRIPT_DIR / script)
+    if wine_python:
+        (work / WINE_PYTHON_DIR).symlink_to(Path(wine_python).absolute(), target_is_directory=True)
+    result = await _run_report_step(TRY_JOB_ID, "try", try_argv(script=script, wine_python=bool(wine_python)), work, "tries.md", len(wheels), settings, console)
+    if result.status != "built" or result.artifact is None:
+        return result
+    entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key, {"tries.md": result.artifact})
+    return replace(result, artifact=entry / "tries.md", inputs_digest=key)
 
 
 def built_jobs(jobs: Sequence[Job], results: Sequence[JobResult]) -> list[Job]:

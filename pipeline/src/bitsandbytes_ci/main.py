@@ -9,11 +9,21 @@ platform with `bnb-ci`; their libraries come back through build-wheels' `libs` D
 platform whose selected jobs all need a native runner is an error that says so.
 
 Failures: build-all runs every job to the end and always assembles its result (libs/, wheels/,
-audit.md, manifest.json, failures.md). A Dagger function either returns a value or fails, and when it
+tries.md, audit.md, manifest.json, summary.md, failures.md). A Dagger function either returns a value or fails, and when it
 fails the CLI exports nothing, so it cannot "write, then fail". Hence: by default build-all (and every
 build-* function) fails after all jobs ran, with failures.md as the error message; with
 `--keep-going` it returns the Directory even when jobs failed, so `export` writes failures.md next to
-whatever did build; the caller (CI) then fails when dist/failures.md exists.
+whatever did build; the caller (CI) then fails when dist/failures.md exists. A function that can
+return failures (`--keep-going`) is cached for the session only, so a persistent engine never serves a
+failed result again in a later session.
+
+Concurrency: `--jobs N` build jobs at a time (0, the default: as many as the engine's CPUs and memory
+allow, shards.jobs_at_once); each job sizes its compile parallelism to its share of the engine
+(bnb_build.resources).
+
+CI: `plan --format ci-matrix` splits the jobs into shards that each fit one hosted runner
+(shards.py); each shard is one call of a build-<family> function, and `build-all --libs DIR` then packs,
+tries and audits every platform's wheel from what the shards and the native runners built.
 
 ccache: each build job mounts its own cache volume `bnb-ccache-<job id>`, which persists on the
 engine (a developer's machine keeps it until pruned). Ephemeral CI engines start empty, so the build
@@ -22,20 +32,23 @@ id) that seeds each new volume; when it is given, the result carries an updated 
 which CI moves back into its cache before uploading the rest.
 """
 
-import json
 import uuid
+from dataclasses import replace
 from typing import Annotated
 
 import dagger
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
+from bnb_build.resources import available_cpus, available_memory_gb
 from dagger import DefaultPath, Doc, Ignore, Name, function, object_type
 
-from .listing import format_table, jobs_json
+from .listing import render_plan
 from .matrix import Matrix, load_matrix
 from .plan import DEFAULT_REPOSITORY_URL, DEFAULT_TAG, Job, Selection, expectations, plan_jobs, plan_wheels
-from .stages import fanout, images, release
+from .shards import IN_CONTAINERS, jobs_at_once
+from .stages import fanout, images, release, tries
 from .stages.common import SOURCE_IGNORE
 from .stages.fanout import BuildFailed
+from .tree import PYPROJECT, TreeConfig, tree_config_from_text
 
 Source = Annotated[
     dagger.Directory,
@@ -53,14 +66,15 @@ Ccache = Annotated[
 ]
 KeepGoing = Annotated[bool, Doc("return the result even when jobs failed (failures.md lists them) instead of failing")]
 SourceDateEpoch = Annotated[str, Doc(f"SOURCE_DATE_EPOCH of the wheels (default {DEFAULT_SOURCE_DATE_EPOCH}, as bnb-ci's; e.g. the commit time)")]
+Jobs = Annotated[int, Doc("how many build jobs run at the same time (0: as many as the engine's CPUs and memory allow)")]
+Libs = Annotated[
+    dagger.Directory | None,
+    Doc("libraries built earlier (<os>/<arch>/<library> + build-info.json, e.g. the CI shards' and native runners'): build nothing, pack these"),
+]
 
 
 def _select(backends: list[str] | None = None, versions: list[str] | None = None, platforms: list[str] | None = None, archs: str = "") -> Selection:
     return Selection(backends=tuple(backends or ()), versions=tuple(versions or ()), platforms=tuple(platforms or ()), archs=archs or None)
-
-
-IN_CONTAINERS = ("container", "cross")
-"""The runners whose jobs this module runs (in Linux containers); "native-runner" jobs run on `bnb-ci`."""
 
 
 def _container_jobs(selection: Selection) -> tuple[Matrix, list[Job]]:
@@ -87,54 +101,73 @@ def _epoch(value: str) -> str:
     return str(int(value.strip()))
 
 
+def _limit(jobs: int, planned: list[Job]) -> int:
+    """--jobs, or (0) as many build jobs as the engine's CPUs and memory allow."""
+    if jobs < 0:
+        msg = f"--jobs {jobs} is not allowed: give a positive number, or 0 for as many as the engine's CPUs and memory allow"
+        raise ValueError(msg)
+    if jobs:
+        return jobs
+    compile_memory = max((job.compile_memory_gb for job in planned), default=1.0)
+    return jobs_at_once(len(planned), cpus=available_cpus(), memory_gb=available_memory_gb(), compile_memory_gb=compile_memory)
+
+
 def _python_image(matrix: Matrix) -> str:
     return matrix.pinned(matrix.wheel.image)[0]
 
 
-async def _libraries(selection: Selection, source: dagger.Directory, ccache: dagger.Directory | None) -> dagger.Directory:
-    matrix, jobs = _container_jobs(selection)
-    outcome = await fanout.build_libraries(jobs, source, python_image=_python_image(matrix), seed=ccache)
+async def _tree(source: dagger.Directory) -> TreeConfig:
+    """The tree's [tool.bitsandbytes-ci] settings, read from its pyproject.toml."""
+    text = await source.file(PYPROJECT).contents() if await source.exists(PYPROJECT) else None
+    return tree_config_from_text(text)
+
+
+async def _version(source: dagger.Directory) -> str:
+    return (await source.file("VERSION").contents()).strip()
+
+
+async def _libraries(selection: Selection, source: dagger.Directory, ccache: dagger.Directory | None, jobs: int) -> dagger.Directory:
+    matrix, planned = _container_jobs(selection)
+    outcome = await fanout.build_libraries(planned, source, python_image=_python_image(matrix), seed=ccache, limit=_limit(jobs, planned))
     if outcome.failures:
         raise BuildFailed(fanout.failures_md(outcome.failures))
-    return fanout.libraries_result(outcome, jobs)
+    return fanout.libraries_result(outcome, planned)
 
 
 @object_type
 class BitsandbytesCi:
-    """Build, pack, audit and release bitsandbytes from the support matrix, one container per job."""
+    """Build, pack, try, audit and release bitsandbytes from the support matrix, one container per job."""
 
     @function
     def plan(self, backend: Backends = None, version: Versions = None, platform: Platforms = None, archs: Archs = "",
-             as_json: Annotated[bool, Name("json"), Doc("print the jobs as JSON")] = False) -> str:  # fmt: skip
+             format_: Annotated[str, Name("format"), Doc("table, json (every job), markdown (the support matrix) or ci-matrix (the CI shards)")] = "table") -> str:  # fmt: skip
         """List the jobs the matrix yields for a selection (every platform, with its runner and image)."""
         matrix = load_matrix()
         jobs = plan_jobs(matrix, _select(backend, version, platform, archs))
-        if as_json:
-            return json.dumps(jobs_json(jobs), indent=2) + "\n"
-        return format_table(jobs, plan_wheels(matrix, jobs)) + "\n"
+        return render_plan(format_, matrix, jobs, plan_wheels(matrix, jobs))
 
     @function
-    async def build_cpu(self, source: Source, platform: Platforms = None, ccache: Ccache = None) -> dagger.Directory:
+    async def build_cpu(self, source: Source, platform: Platforms = None, ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:
         """Build the CPU library per platform with the zig cross toolchain: <os>/<arch>/libbitsandbytes_cpu.so/.dll/.dylib (+ build-info.json)."""
-        return await _libraries(_select(["cpu"], platforms=platform), source, ccache)
+        return await _libraries(_select(["cpu"], platforms=platform), source, ccache, jobs)
 
     @function
     async def build_cuda(self, source: Source, cuda_version: Annotated[str, Doc("e.g. 12.8 (default: all)")] = "",
-                         platform: Platforms = None, archs: Archs = "", ccache: Ccache = None) -> dagger.Directory:  # fmt: skip
+                         platform: Platforms = None, archs: Archs = "", ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:  # fmt: skip
         """Build the CUDA libraries: <os>/<arch>/libbitsandbytes_cuda<MM>.so (+ build-info.json)."""
-        return await _libraries(_select(["cuda"], [cuda_version] if cuda_version else None, platform, archs), source, ccache)
+        return await _libraries(_select(["cuda"], [cuda_version] if cuda_version else None, platform, archs), source, ccache, jobs)
 
     @function
     async def build_rocm(self, source: Source, rocm_version: Annotated[str, Doc("e.g. 7.0 (default: all)")] = "",
-                         platform: Platforms = None, archs: Archs = "", ccache: Ccache = None) -> dagger.Directory:  # fmt: skip
+                         platform: Platforms = None, archs: Archs = "", ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:  # fmt: skip
         """Build the ROCm libraries: <os>/<arch>/libbitsandbytes_rocm<MM>.so (+ build-info.json)."""
-        return await _libraries(_select(["rocm"], [rocm_version] if rocm_version else None, platform, archs), source, ccache)
+        return await _libraries(_select(["rocm"], [rocm_version] if rocm_version else None, platform, archs), source, ccache, jobs)
 
     @function
     async def build_xpu(self, source: Source, oneapi_version: Annotated[str, Doc("e.g. 2025 (default: all)")] = "",
-                        platform: Platforms = None, ccache: Ccache = None) -> dagger.Directory:  # fmt: skip
+                        platform: Platforms = None, ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:  # fmt: skip
         """Build the Intel XPU (SYCL) libraries: <os>/<arch>/libbitsandbytes_xpu<YEAR>.so (+ build-info.json)."""
-        return await _libraries(_select(["xpu"], [oneapi_version] if oneapi_version else None, platform), source, ccache)
+        return await _libraries(_select(["xpu"], [oneapi_version] if oneapi_version else None, platform), source, ccache, jobs)
 
     @function
     async def build_wheels(self, libs: Annotated[dagger.Directory, Doc("built libraries: <os>/<arch>/libbitsandbytes_*")],
@@ -142,15 +175,29 @@ class BitsandbytesCi:
                            source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH) -> dagger.Directory:  # fmt: skip
         """Pack one wheel per platform from built libraries (py3-none-<platform tag>); `libs` may hold the
         libraries of native runners too (e.g. Windows CUDA DLLs built with `bnb-ci build-cuda`)."""
-        matrix, jobs = _container_jobs(_select(platforms=platform))
-        wheels = plan_wheels(matrix, [job for job in plan_jobs(matrix, _select(platforms=platform)) if job.platform in {j.platform for j in jobs}])
+        matrix = load_matrix()
+        wheels = plan_wheels(matrix, plan_jobs(matrix, _select(platforms=platform)))
         outcome = fanout.Outcome()
         await fanout.build_wheels(wheels, source, libs, outcome, source_date_epoch=_epoch(source_date_epoch))
         if outcome.failures:
             raise BuildFailed(fanout.failures_md(outcome.failures))
         return fanout.merge(outcome.outputs, [w.id for w in wheels])
 
-    @function
+    @function(cache="session")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
+    async def test_wheels(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")], source: Source,
+                          keep_going: KeepGoing = False) -> dagger.File:  # fmt: skip
+        """Install each wheel into a clean environment of its platform (linux/arm64 through the engine's
+        emulation, Windows x64 under Wine) and run the tree's try-script; returns tries.md."""
+        names = [name for name in await wheels.glob("*.whl") if "/" not in name]
+        if not names:
+            msg = "--wheels holds no wheel (*.whl); build them first (dagger call build-all, or build-wheels)"
+            raise ValueError(msg)
+        run = await tries.run(load_matrix(), source, wheels, names, script=(await _tree(source)).try_script)
+        if run.exit_code != 0 and not keep_going:
+            raise BuildFailed(run.report)
+        return dagger.dag.directory().with_new_file("tries.md", run.report).file("tries.md")
+
+    @function(cache="session")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
     async def audit_wheels(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")], source: Source,
                            platform: Platforms = None, archs: Archs = "", keep_going: KeepGoing = False) -> dagger.File:  # fmt: skip
         """Check wheels against the plan (platform tag, libraries, arch lists); returns audit.md."""
@@ -160,16 +207,23 @@ class BitsandbytesCi:
             raise BuildFailed(await report.contents())
         return report
 
-    @function
+    @function(cache="session")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
     async def build_all(self, source: Source, platform: Platforms = None, backend: Backends = None, version: Versions = None,
                         archs: Archs = "", ccache: Ccache = None, keep_going: KeepGoing = False,
-                        source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH) -> dagger.Directory:  # fmt: skip
-        """Every Linux library, concurrently, then the wheels, then the audit: libs/, wheels/, audit.md,
-        manifest.json, failures.md when something failed (see the module's notes on failures and --keep-going)."""
-        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
-        result, failures = await fanout.build_all(matrix, jobs, plan_wheels(matrix, jobs), source,
-                                                  python_image=_python_image(matrix), seed=ccache,
-                                                  source_date_epoch=_epoch(source_date_epoch))  # fmt: skip
+                        source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH, jobs: Jobs = 0, libs: Libs = None) -> dagger.Directory:  # fmt: skip
+        """Every Linux library, then the wheels, then their tries and audit: libs/, wheels/, tries.md,
+        audit.md, manifest.json, summary.md, failures.md when something failed (see the module's notes on
+        failures and --keep-going). With --libs, nothing is built: every planned library of every
+        platform (native runners' too) is taken from there, as the final CI job does."""
+        selection = _select(backend, version, platform, archs)
+        if libs is None:
+            matrix, planned = _container_jobs(selection)
+        else:
+            matrix = load_matrix()
+            planned = plan_jobs(matrix, selection)
+        settings = fanout.Settings(python_image=_python_image(matrix), version=await _version(source), source_date_epoch=_epoch(source_date_epoch),
+                                   try_script=(await _tree(source)).try_script, limit=_limit(jobs, planned), seed=ccache)  # fmt: skip
+        result, failures = await fanout.build_all(matrix, planned, plan_wheels(matrix, planned), source, settings, libs=libs)
         if failures and not keep_going:
             raise BuildFailed(fanout.failures_md(failures))
         return result
@@ -178,16 +232,17 @@ class BitsandbytesCi:
     async def verify_reproducible(self, source: Source, platform: Platforms = None, backend: Backends = None,
                                   version: Versions = None, archs: Archs = "",
                                   source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH,
-                                  keep_going: Annotated[bool, Doc("return the report even when artifacts differ")] = False) -> str:  # fmt: skip
+                                  keep_going: Annotated[bool, Doc("return the report even when artifacts differ")] = False,
+                                  jobs: Jobs = 0) -> str:  # fmt: skip
         """Build the selection twice (as build-all) and compare every artifact's digest: libraries, wheels,
         audit.md, manifest.json. The second build bypasses the engine's cache for every step (a cache-buster
         variable) and runs without ccache. Returns the report; fails when an artifact differs."""
-        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
-        wheels, image, epoch = plan_wheels(matrix, jobs), _python_image(matrix), _epoch(source_date_epoch)
+        matrix, planned = _container_jobs(_select(backend, version, platform, archs))
+        settings = fanout.Settings(python_image=_python_image(matrix), version=await _version(source), source_date_epoch=_epoch(source_date_epoch),
+                                   try_script=(await _tree(source)).try_script, limit=_limit(jobs, planned))  # fmt: skip
         builds = []
         for fresh in (None, fanout.fresh_env(uuid.uuid4().hex)):
-            result, failures = await fanout.build_all(matrix, jobs, wheels, source, python_image=image, seed=None,
-                                                      source_date_epoch=epoch, fresh=fresh)  # fmt: skip
+            result, failures = await fanout.build_all(matrix, planned, plan_wheels(matrix, planned), source, replace(settings, fresh=fresh))
             if failures:
                 raise BuildFailed(fanout.failures_md(failures))
             builds.append(await fanout.file_digests(result))
@@ -212,8 +267,10 @@ class BitsandbytesCi:
                           tag: Annotated[str, Doc("the rolling pre-release's tag")] = DEFAULT_TAG, platform: Platforms = None,
                           backend: Backends = None, version: Versions = None, archs: Archs = "") -> dagger.Directory:  # fmt: skip
         """Replace the rolling GitHub pre-release with the wheels (steps `pre-release`, then `github-release`),
-        checked against the selection's plan; returns what was published: renamed wheels, body.md, release.json."""
-        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
+        checked against the selection's plan (every platform's wheel with all its libraries, native
+        runners' too); returns what was published: renamed wheels, body.md, release.json."""
+        matrix = load_matrix()
+        jobs = plan_jobs(matrix, _select(backend, version, platform, archs))
         out = release.pre_release(_python_image(matrix), source, wheels, expectations(matrix, jobs),
                                   token=token, repository=repository, commit=commit, tag=tag)  # fmt: skip
         return await out.sync()
@@ -226,8 +283,10 @@ class BitsandbytesCi:
                       repository_url: Annotated[str, Doc("upload endpoint of the index")] = DEFAULT_REPOSITORY_URL,
                       platform: Platforms = None, backend: Backends = None, version: Versions = None, archs: Archs = "") -> str:  # fmt: skip
         """Upload the wheels to the package index (step `bnb_build publish`, files already there are skipped),
-        checked against the selection's plan; by API token, or by trusted publishing when the OIDC secrets are given."""
-        matrix, jobs = _container_jobs(_select(backend, version, platform, archs))
+        checked against the selection's plan (every platform's wheel with all its libraries); by API token,
+        or by trusted publishing when the OIDC secrets are given."""
+        matrix = load_matrix()
+        jobs = plan_jobs(matrix, _select(backend, version, platform, archs))
         ctr = release.publish(_python_image(matrix), source, wheels, expectations(matrix, jobs), repository_url=repository_url,
                               token=token, oidc_request_url=oidc_request_url, oidc_request_token=oidc_request_token)  # fmt: skip
         return await ctr.stdout()

@@ -119,8 +119,11 @@ class CommonSources(_Strict):
 
 class WheelSettings(_Strict):
     image: str
+    image_size_gb: float
     sources: tuple[str, ...]
     optional_sources: tuple[str, ...] = ()
+    wine_python: str  # a Windows CPython (zip of the embeddable distribution) that try-wheels runs under Wine
+    wine_setup: tuple[str, ...] = ()  # commands that install Wine into the wheel image
 
     check_patterns = field_validator("sources", "optional_sources")(_check_sources)
 
@@ -146,6 +149,7 @@ class CrossToolchain(_Strict):
     platform it builds for to its target; the job passes `toolchain_file` and the target to CMake."""
 
     image: str
+    image_size_gb: float
     dagger_platform: Literal["linux/amd64", "linux/arm64"]
     toolchain_file: str
     target_define: str
@@ -169,6 +173,7 @@ class ImageRule(_Strict):
     platforms: tuple[str, ...]
     since: str | None = None
     image: str
+    size_gb: float  # approximate unpacked size: decides how CI shards the jobs
 
     check_since = field_validator("since")(_check_optional_version)
 
@@ -205,6 +210,56 @@ class ArchRule(_Strict):
     check_since = field_validator("since")(_check_version)
 
 
+class NativeInstall(_Strict):
+    """How a native runner installs a toolkit (`bnb-ci install-toolkit`), for some platforms, from
+    toolkit version `since` on. Placeholders in `url`, `packages`, `args` and `env`: {version}
+    (13.0.2), {major_minor} (13.0), and in `env` also {prefix} (what the method reports).
+
+    method "nvidia-installer": download `url` and run it silently with the sub-packages `packages`;
+    the toolkit lands in `prefix`. method "pip": `pip install` of `packages` (plus `args`), then the
+    commands of `after`; method "intel-installer": download `url` and run it with `args`, then take
+    the environment that `setvars` (a batch file) sets."""
+
+    platforms: tuple[str, ...]
+    since: str | None = None
+    method: Literal["nvidia-installer", "pip", "intel-installer"]
+    url: str | None = None
+    packages: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    prefix: str | None = None
+    setvars: str | None = None
+    env: dict[str, str] = {}
+
+    check_since = field_validator("since")(_check_optional_version)
+
+    @model_validator(mode="after")
+    def _complete(self) -> NativeInstall:
+        if self.method in ("nvidia-installer", "intel-installer") and not self.url:
+            msg = f"method {self.method!r} needs `url` (the installer to download)"
+            raise ValueError(msg)
+        if self.method == "pip" and not self.packages:
+            msg = "method 'pip' needs `packages`"
+            raise ValueError(msg)
+        if self.method == "intel-installer" and not self.setvars:
+            msg = "method 'intel-installer' needs `setvars` (the batch file that sets the toolkit's environment)"
+            raise ValueError(msg)
+        return self
+
+
+class CiSettings(_Strict):
+    """The hosted runners CI uses and what one of them holds (plan.ci_matrix shards the jobs to fit)."""
+
+    linux_runners: dict[Literal["linux/amd64", "linux/arm64"], str]
+    native_runners: dict[str, str]
+    cpus: int
+    memory_gb: float
+    disk_gb: float
+    disk_after_cleanup_gb: float
+    build_headroom_gb: float
+    large_image_gb: float
+
+
 class Family(_Strict):
     """One toolkit family (cpu, cuda, rocm, xpu): how its libraries are configured, built and named."""
 
@@ -217,6 +272,9 @@ class Family(_Strict):
     images: tuple[ImageRule, ...] = ()
     setup: tuple[str, ...] = ()
     env: dict[str, str] = {}
+    step_python: str = "python3"  # a Python >= 3.8 of the image (after setup) that runs the step programs
+    compile_memory_gb: float = 1  # what one compiler process may take: bounds the compile parallelism
+    native_installs: tuple[NativeInstall, ...] = ()
     audit_exemption: str | None = None
     toolchain: str | None = None  # a cross toolchain of [toolchains] for the platforms it has targets for
     platforms: tuple[str, ...] = ()
@@ -311,13 +369,27 @@ class Family(_Strict):
 
     def image_for(self, platform: str, version: str | None) -> str | None:
         """`name:tag` of the image for (platform, version), or None when no rule covers it."""
+        rule = self._image_rule(platform, version)
+        return None if rule is None else rule.image.replace("{version}", version or "")
+
+    def image_size_for(self, platform: str, version: str | None) -> float | None:
+        """The approximate unpacked size (GB) of that image, or None when no rule covers it."""
+        rule = self._image_rule(platform, version)
+        return None if rule is None else rule.size_gb
+
+    def _image_rule(self, platform: str, version: str | None) -> ImageRule | None:
         rules = [
             r for r in self.images if platform in r.platforms and (r.since is None or (version is not None and at_least(version, r.since)))
         ]
-        if not rules:
-            return None
-        rule = max(rules, key=lambda r: version_key(r.since) if r.since else ())
-        return rule.image.replace("{version}", version or "")
+        return max(rules, key=lambda r: version_key(r.since) if r.since else ()) if rules else None
+
+    def native_install_for(self, platform: str, version: str | None) -> NativeInstall | None:
+        """How a native runner of `platform` installs this family's toolkit `version`, or None."""
+        rules = [
+            r for r in self.native_installs
+            if platform in r.platforms and (r.since is None or (version is not None and at_least(version, r.since)))
+        ]  # fmt: skip
+        return max(rules, key=lambda r: version_key(r.since) if r.since else ()) if rules else None
 
     def _rules_for(self, platform: str, version: str) -> list[ArchRule]:
         rules = sorted(
@@ -371,6 +443,7 @@ class Matrix(_Strict):
     rocm: Family
     xpu: Family
     toolchains: dict[str, CrossToolchain] = {}
+    ci: CiSettings
     image_digests: dict[str, str | None] = {}
 
     @model_validator(mode="after")
@@ -378,7 +451,7 @@ class Matrix(_Strict):
         platform_ids = list(self.platforms)
         for name, family in self.families():
             named = [*family.platforms, *(p for t in family.toolkits for p in t.platforms)]
-            named += [p for r in (*family.images, *family.arch_rules) for p in r.platforms]
+            named += [p for r in (*family.images, *family.arch_rules, *family.native_installs) for p in r.platforms]
             for platform in named:
                 if platform not in self.platforms:
                     msg = f"{name}: unknown platform {platform!r}{did_you_mean(platform, platform_ids)}; allowed: {allowed_list(platform_ids)}"
@@ -403,6 +476,13 @@ class Matrix(_Strict):
                         what = f"{name} {version}" if version else name
                         msg = f"{what} on {platform} has no image; {platform} builds in containers, so add a {name}.images entry that covers it"
                         raise ValueError(msg)
+            for platform in family.all_platforms():
+                if self.platforms[platform].runner != "native-runner" or self.cross_toolchain(family, platform) is not None:
+                    continue
+                for version in family.versions_on(platform):
+                    if family.native_install_for(platform, version) is None:
+                        msg = f"{name} {version} on {platform} builds on a native runner, and no {name}.native_installs rule says how to install it there; add one"
+                        raise ValueError(msg)
             try:
                 family.check_arch_coverage()
             except ValueError as e:
@@ -413,6 +493,11 @@ class Matrix(_Strict):
                 if platform not in self.platforms:
                     msg = f"toolchains.{tc_name}.targets: unknown platform {platform!r}{did_you_mean(platform, platform_ids)}; allowed: {allowed_list(platform_ids)}"
                     raise ValueError(msg)
+        for platform, runner in self.ci.native_runners.items():
+            if platform not in self.platforms or self.platforms[platform].runner == "container":
+                native = [p for p, spec in self.platforms.items() if spec.runner != "container"]
+                msg = f"ci.native_runners: {platform!r} is not a platform built outside containers; allowed: {allowed_list(native)}"
+                raise ValueError(msg)
         for os_name in {p.os for p in self.platforms.values()}:
             if os_name not in self.library.suffix:
                 msg = f"library.suffix has no entry for os {os_name!r}"

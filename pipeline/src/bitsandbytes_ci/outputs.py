@@ -144,7 +144,7 @@ def publish_build_all(
     out_dir: Path,
     *,
     wheels: Iterable[tuple[Path, str]],
-    audit_report: Path | None,
+    reports: Mapping[str, Path | None],
     results: Sequence[JobResult],
     digests: Mapping[str, str],
     version: str,
@@ -168,11 +168,11 @@ def publish_build_all(
         for stale in wheel_dir.glob("*.whl"):
             if stale.name not in written:
                 stale.unlink()
-    audit_dest = out_dir / "audit.md"
-    if audit_report is not None:
-        copy_atomic(audit_report, audit_dest)
-    else:
-        audit_dest.unlink(missing_ok=True)
+    for name, report in reports.items():  # tries.md, audit.md
+        if report is not None:
+            copy_atomic(report, out_dir / name)
+        else:
+            (out_dir / name).unlink(missing_ok=True)
     failures = out_dir / "failures.md"
     if any(r.failed for r in results):
         write_text_atomic(failures, render_failures(results))
@@ -190,13 +190,18 @@ def mark_wheel_set(wheel_dir: Path, results: Sequence[JobResult], *, packed: boo
     if not (failed and packed):
         marker.unlink(missing_ok=True)
         return
-    text = (
+    write_text_atomic(marker, incomplete_notice(failed))
+
+
+def incomplete_notice(failed: Sequence[str]) -> str:
+    """wheels/INCOMPLETE.md: the wheels beside it come from a run in which `failed` failed (the Dagger
+    module writes the same file)."""
+    return (
         "# Incomplete wheel set\n\n"
         f"These wheels were packed with --keep-going while {len(failed)} job(s) failed: {', '.join(failed)}.\n"
-        "They are for testing only: `bnb-ci pre-release` and `bnb-ci publish` refuse this folder.\n"
+        "They are for testing only: `pre-release` and `publish` refuse this folder.\n"
         "Fix the failures (see failures.md next to this folder) and build again to get a releasable set.\n"
     )
-    write_text_atomic(marker, text)
 
 
 def publish_libraries(out_dir: Path, results: Sequence[JobResult], *, replace_all: bool = False) -> list[Path]:

@@ -96,6 +96,14 @@ class Job(BaseModel):
     setup: list[str]
     env: dict[str, str]
     toolchain: str | None = None  # runner "cross": the matrix's cross toolchain (e.g. "zig")
+    image_gb: float | None = None  # approximate unpacked size of `image` (matrix.toml `size_gb`)
+    step_python: str = "python3"  # container jobs: the image's Python that runs the step programs
+    compile_memory_gb: float = 1.0  # what one compiler process may take (bounds the compile parallelism)
+
+    def step_resources_env(self, concurrent_jobs: int) -> dict[str, str]:
+        """What the native step reads to size its compile parallelism (bnb_build.resources): how many
+        jobs share the machine and what one compile takes. It never changes the output."""
+        return {"BNB_CONCURRENT_JOBS": str(max(1, concurrent_jobs)), "BNB_COMPILE_MEMORY_GB": f"{self.compile_memory_gb:g}"}
 
     @property
     def output_subdir(self) -> str:
@@ -180,6 +188,23 @@ def manifest_argv(*, dist: str = "dist", jobs: str = "jobs.json") -> list[str]:
     """The manifest step's command line: `dist/manifest.json` from the output folder and `jobs` (the
     executor's outcome of every job); both executors run it, so their manifests are written alike."""
     return [*STEP, "manifest", "--dist", dist, "--jobs", jobs]
+
+
+TRY_SCRIPT_DIR = "src"
+"""Where the try step finds the tree's script: its path below the tree's root, inside this folder."""
+WINE_PYTHON_DIR = "wine-python"
+"""Where the try step finds the Windows CPython it runs win_amd64 wheels with under Wine."""
+
+
+def try_argv(*, script: str | None, wine_python: bool = False, wheels: str = "wheels", report: str = "tries.md") -> list[str]:
+    """The try step's command line: every wheel in `wheels` installed into a clean environment and
+    `script` (a path below the tree's root, None: an import check) run with it; tries.md (+ tries.json)."""
+    argv = [*STEP, "try-wheels", "--wheels", wheels, "--report", report]
+    if script:
+        argv += ["--script", f"{TRY_SCRIPT_DIR}/{script}"]
+    if wine_python:
+        argv += ["--wine-python", WINE_PYTHON_DIR]
+    return argv
 
 
 def audit_argv(*, wheels: str = "wheels", expect: str = "expect.json", report: str = "audit.md") -> list[str]:
@@ -305,11 +330,13 @@ def _job(matrix: Matrix, name: str, family: Family, version: str | None, platfor
     cross = matrix.cross_toolchain(family, platform_id)
     if cross is not None:  # a Linux container on any host's architecture, or the host with the tool
         image, pinned = matrix.pinned(cross.image)
+        image_gb: float | None = cross.image_size_gb
         runner, dagger_platform = "cross", cross.dagger_platform
         cmake_args += [f"-DCMAKE_TOOLCHAIN_FILE={cross.toolchain_file}", f"-D{cross.target_define}={cross.targets[platform_id]}"]
     else:
         template = family.image_for(platform_id, version) if platform.runner == "container" else None
         image, pinned = matrix.pinned(template) if template else (None, False)
+        image_gb = family.image_size_for(platform_id, version) if template else None
         runner, dagger_platform = platform.runner, platform.dagger_platform
     return Job(
         id=job_id(family, version, platform_id),
@@ -330,6 +357,9 @@ def _job(matrix: Matrix, name: str, family: Family, version: str | None, platfor
         setup=list(family.setup) if image and cross is None else [],
         env=dict(family.env) if image and cross is None else {},
         toolchain=family.toolchain if cross is not None else None,
+        image_gb=image_gb,
+        step_python=family.step_python if image and cross is None else "python3",
+        compile_memory_gb=family.compile_memory_gb,
     )
 
 

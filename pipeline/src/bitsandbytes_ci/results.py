@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Status = Literal["built", "skipped", "failed"]
-Kind = Literal["library", "wheel", "audit"]
+Kind = Literal["library", "wheel", "try", "audit"]
 STATUSES: tuple[Status, ...] = ("built", "skipped", "failed")
 LOG_TAIL_LINES = 20
 

@@ -314,7 +314,8 @@ def _detect_rocm(env: Mapping[str, str], which: Callable[[str], str | None], pro
     roots += [(Path(p), "/opt/rocm*") for p in ["/opt/rocm", *sorted(glob.glob("/opt/rocm-*"))]]
     seen: set[Path] = set()
     for root, origin in roots:
-        hipcc = root / "bin" / "hipcc"
+        # Windows' ROCm SDK has hipcc.exe (or hipcc.bat)
+        hipcc = next((root / "bin" / name for name in ("hipcc", "hipcc.exe", "hipcc.bat") if (root / "bin" / name).is_file()), root / "bin" / "hipcc")
         if not hipcc.is_file() or root.resolve() in seen:
             continue
         seen.add(root.resolve())
@@ -341,7 +342,7 @@ def _rocm_root_version(root: Path) -> str | None:
 
 
 def _detect_oneapi(env: Mapping[str, str], which: Callable[[str], str | None], probe: VersionProbe) -> Iterable[Installation]:
-    candidates = [(Path(p), "PATH") for p in [which("icpx")] if p]
+    candidates = [(Path(p), "PATH") for p in [which("icpx"), which("icx") if os.name == "nt" else None] if p]  # Windows: icx
     oneapi_root = env.get("ONEAPI_ROOT", "/opt/intel/oneapi")
     candidates += [(Path(p), "oneAPI install") for p in sorted(glob.glob(f"{oneapi_root}/compiler/*/bin/icpx"))]
     seen: set[Path] = set()

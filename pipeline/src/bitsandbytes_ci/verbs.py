@@ -7,8 +7,12 @@
         build-<backend> --out LIBS) or, without --libs, from the selected libraries built first
     audit-wheels --wheels WHEELS --out DIR
         audit the wheels against the plan, restricted to the libraries they hold; DIR/audit.md
-    build-all --out DIR [--keep-going]
-        libraries, wheels, audit; DIR/libs/<os>/<arch>/..., DIR/wheels/*.whl, DIR/audit.md,
+    test-wheels --wheels WHEELS --out DIR
+        install each wheel this host can run into a clean virtualenv and run the tree's try-script
+        (win_amd64 under Wine when $BNB_WINE_PYTHON names a Windows CPython); DIR/tries.md
+    build-all --out DIR [--libs LIBS] [--keep-going]
+        libraries (or, with --libs, those built earlier: every planned one must be there), wheels,
+        tries, audit; DIR/libs/<os>/<arch>/..., DIR/wheels/*.whl, DIR/tries.md, DIR/audit.md,
         DIR/manifest.json, DIR/failures.md (the layout of the Dagger function's result), and
         DIR/summary.md (summary.py), which is also appended to $GITHUB_STEP_SUMMARY when that is set
 
@@ -47,6 +51,7 @@ from .local import (
     packed_wheels,
     run_audit,
     run_builds,
+    run_tries,
     run_wheels,
     source_date_epoch,
     step_pythonpath,
@@ -65,6 +70,7 @@ from .outputs import (
 from .results import JobResult, any_failed, render_summary
 from .summary import append_step_summary, render_summary_md
 from .toolchains import detect_host, host_platform, step_environment
+from .tree import load_tree_config
 
 if TYPE_CHECKING:
     from .cli import Handler, Invocation
@@ -153,13 +159,19 @@ def build_wheels(invocation: Invocation) -> int:
     return _finish(console, [*builds, *wheels], f"wheels: {len(written)} written to {out / WHEELS_SUBDIR}")
 
 
-def audit_wheels(invocation: Invocation) -> int:
+def _wheels_option(invocation: Invocation) -> tuple[Path, list[Path]]:
+    """--wheels DIR and the wheels in it; an empty folder is an error that says how to get wheels."""
     wheels_dir = Path(invocation.options["wheels"]).absolute()
-    out = check_out_dir(invocation.options["out"])
     found = sorted(wheels_dir.glob("*.whl")) if wheels_dir.is_dir() else []
     if not found:
         msg = f"--wheels {wheels_dir} holds no wheel (*.whl); build them first: bnb-ci build-wheels --out DIR writes DIR/{WHEELS_SUBDIR}"
         raise WheelsMissingError(msg)
+    return wheels_dir, found
+
+
+def audit_wheels(invocation: Invocation) -> int:
+    _, found = _wheels_option(invocation)
+    out = check_out_dir(invocation.options["out"])
     settings = host_settings(invocation)
     console = _start(invocation, settings)
     planned = {job.platform for job in invocation.jobs}
@@ -191,18 +203,22 @@ def build_all(invocation: Invocation) -> int:
     started = time.monotonic()
     console = _start(invocation, settings)
 
+    libs = invocation.options.get("libs")
+    script = load_tree_config(settings.repo).try_script
+
     async def run() -> list[JobResult]:
-        builds = await run_builds(invocation.jobs, settings, console)
+        builds = libraries_from_dir(invocation.jobs, Path(libs).absolute(), missing="failed") if libs else await run_builds(invocation.jobs, settings, console)
         wheels = await run_wheels(invocation.wheels, builds, settings, console)
+        tried = await run_tries(packed_wheels(wheels), script, settings, console)
         audit = await run_audit(invocation.matrix, built_jobs(invocation.jobs, builds), packed_wheels(wheels), settings, console)
-        return [*builds, *wheels, audit]
+        return [*builds, *wheels, tried, audit]
 
     results = _run(console, run)
-    audit = results[-1]
+    tried, audit = results[-2], results[-1]
     manifest = publish_build_all(
         out,
         wheels=[(path, p) for p, path in packed_wheels(results).items()],
-        audit_report=audit.artifact if audit.artifact is not None and audit.artifact.is_file() else None,
+        reports={"tries.md": _report(tried), "audit.md": _report(audit)},
         results=results,
         digests=input_digests(invocation.jobs, settings.repo),
         version=(settings.repo / "VERSION").read_text(encoding="utf-8").strip(),
@@ -210,6 +226,29 @@ def build_all(invocation: Invocation) -> int:
     )
     summary = write_summary(invocation, out, results, wall_s=time.monotonic() - started)
     return _finish(console, results, f"outputs: {out} (manifest: {manifest}, summary: {summary})")
+
+
+def _report(result: JobResult) -> Path | None:
+    return result.artifact if result.artifact is not None and result.artifact.is_file() else None
+
+
+def test_wheels(invocation: Invocation) -> int:
+    """test-wheels --wheels WHEELS --out DIR: each wheel installed and the tree's try-script run; DIR/tries.md."""
+    wheels_dir, found = _wheels_option(invocation)
+    out = check_out_dir(invocation.options["out"])
+    settings = host_settings(invocation)
+    console = _start(invocation, settings)
+    wheels: dict[str, Path] = {}
+    for wheel in found:
+        platform_id = wheel_platform(wheel.name, invocation.matrix) or wheel.name
+        if platform_id in wheels:
+            msg = f"--wheels {wheels_dir} holds two wheels for {platform_id} ({wheels[platform_id].name}, {wheel.name}); keep one per platform"
+            raise WheelsMissingError(msg)
+        wheels[platform_id] = wheel
+    result = _run(console, run_tries, wheels, load_tree_config(settings.repo).try_script, settings, console)
+    report = _report(result)
+    written = f"try report: {publish_file(report, out / 'tries.md')}" if report is not None else "try report: not written"
+    return _finish(console, [result], written)
 
 
 def write_summary(invocation: Invocation, out: Path, results: Sequence[JobResult], *, wall_s: float) -> Path:
@@ -232,5 +271,6 @@ HOST_HANDLERS: dict[str, Handler] = {
     "build-xpu": build_libraries,
     "build-wheels": build_wheels,
     "audit-wheels": audit_wheels,
+    "test-wheels": test_wheels,
     "build-all": build_all,
 }

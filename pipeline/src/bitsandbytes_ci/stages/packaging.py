@@ -17,7 +17,7 @@ import dagger
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 
 from ..plan import WheelJob, audit_argv, manifest_argv
-from .common import WORK, base, source_subset, with_env, with_image_tools, with_steps
+from .common import WORK, base, filtered, source_subset, with_env, with_image_tools, with_steps
 
 WHEEL_TOOLS = ("scikit-build-core",)
 """The project's PEP 517 backend (BNB_SKIP_CMAKE=1 skips CMake, so no cmake is needed)."""
@@ -32,7 +32,7 @@ def wheel(job: WheelJob, source: dagger.Directory, libs: dagger.Directory, *, so
         raise ValueError(msg)
     ctr = with_steps(with_image_tools(base(job.image, job.dagger_platform), WHEEL_TOOLS, source), source)
     ctr = source_subset(ctr, source, [*job.sources, *job.optional_sources])
-    ctr = ctr.with_directory(f"{WORK}/libs", libs, include=[f"{job.os}/{job.arch}/**"])
+    ctr = ctr.with_directory(f"{WORK}/libs", filtered(libs, [f"{job.os}/{job.arch}/**"]))
     ctr = with_env(ctr, {"SOURCE_DATE_EPOCH": source_date_epoch, **(fresh or {})})
     return ctr.with_exec(job.wheel_argv()).directory(f"{WORK}/out")
 
@@ -45,7 +45,7 @@ def audit(image: str, source: dagger.Directory, wheels: dagger.Directory, expect
           fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
     """The audit step run over `wheels` (expect=ANY: read `exit_code()` and `file(REPORT)`)."""
     ctr = with_steps(with_image_tools(base(image, None), AUDIT_TOOLS, source), source)
-    ctr = ctr.with_directory(f"{WORK}/wheels", wheels, include=["*.whl"])
+    ctr = ctr.with_directory(f"{WORK}/wheels", filtered(wheels, ["*.whl"]))
     ctr = ctr.with_new_file(f"{WORK}/expect.json", expect_json(expectations))
     return with_env(ctr, fresh or {}).with_exec(audit_argv(), expect=dagger.ReturnType.ANY)
 
@@ -55,7 +55,7 @@ def manifest(image: str, source: dagger.Directory, dist: dagger.Directory, jobs:
     """dist/manifest.json, written by the manifest step (`plan.manifest_argv()`) exactly as the host
     executor writes it, from `dist` (libs/, wheels/, audit.md) and `jobs` (the content of jobs.json)."""
     ctr = with_steps(base(image, None), source)
-    ctr = ctr.with_directory(f"{WORK}/dist", dist, include=["libs/**", "wheels/*.whl", "audit.md"])
+    ctr = ctr.with_directory(f"{WORK}/dist", filtered(dist, ["libs/**", "wheels/*.whl", "audit.md"]))
     ctr = ctr.with_new_file(f"{WORK}/jobs.json", json.dumps(jobs, indent=2, sort_keys=True) + "\n")
     return with_env(ctr, fresh or {}).with_exec(manifest_argv()).file(f"{WORK}/dist/manifest.json")
 

@@ -17,7 +17,7 @@ from typing import Any
 import dagger
 
 from ..plan import github_release_argv, pre_release_argv, publish_argv
-from .common import WORK, base, with_image_tools, with_steps
+from .common import WORK, base, filtered, with_image_tools, with_steps
 from .packaging import expect_json
 
 PUBLISH_TOOLS = ("twine",)
@@ -30,7 +30,7 @@ OIDC_ENVS = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
 def _with_wheels(image: str, source: dagger.Directory, wheels: dagger.Directory, expectations: Mapping[str, Any],
                  tools: tuple[str, ...]) -> dagger.Container:  # fmt: skip
     ctr = with_steps(with_image_tools(base(image, None), tools, source), source)
-    ctr = ctr.with_directory(f"{WORK}/wheels", wheels, include=["*.whl"])
+    ctr = ctr.with_directory(f"{WORK}/wheels", filtered(wheels, ["*.whl"]))
     return ctr.with_new_file(f"{WORK}/expect.json", expect_json(expectations))
 
 

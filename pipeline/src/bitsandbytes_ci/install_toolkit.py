@@ -1,0 +1,217 @@
+"""`bnb-ci install-toolkit`: install the toolkit of native-runner jobs (Windows CUDA, ROCm, oneAPI).
+
+The matrix says how (`native_installs` of each family, matrix.toml); this module turns one rule into
+an `InstallPlan` (pure: downloads, commands, the variables and PATH entries to export) and runs it on
+the runner. Afterwards the variables go to $GITHUB_ENV and the PATH entries to $GITHUB_PATH when those
+are set (GitHub Actions), so the next step (`bnb-ci build-<family>`) finds the toolkit; elsewhere they
+are printed as `set NAME=value` lines.
+
+    bnb-ci install-toolkit --backend cuda --version 13.0.2 --platform windows-x64
+
+Methods
+- nvidia-installer: download `url`, run it with `-s <packages> -n` (silent, only those sub-packages, no
+  reboot); CUDA_PATH is the rule's `prefix`, PATH gains `<prefix>\\bin`;
+- pip: `python -m pip install <args> <packages>`, then the `after` commands; `prefix` is a command
+  whose output is the toolkit's root (ROCm: `rocm-sdk path --root`): ROCM_PATH and HIP_PATH, PATH
+  gains `<root>\\bin`;
+- intel-installer: download `url`, run it with `args`; then the variables `setvars` sets (the
+  difference of `set` before and after `call setvars`) are exported.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import PipelineError
+from .matrix import Matrix, NativeInstall
+from .plan import Job
+
+if TYPE_CHECKING:
+    from .cli import Invocation
+
+DEFAULT_ENV = {
+    "nvidia-installer": {"CUDA_PATH": "{prefix}"},
+    "pip": {"ROCM_PATH": "{prefix}", "HIP_PATH": "{prefix}"},
+    "intel-installer": {},
+}
+"""The variables each method exports besides the rule's own `env`."""
+
+
+class InstallError(PipelineError):
+    """A toolkit could not be installed (no rule for the job, a failed download or installer)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """What installing one toolkit takes. `prefix_command` (pip) prints the root once installed."""
+
+    job_id: str
+    method: str
+    downloads: list[tuple[str, str]] = field(default_factory=list)  # (url, file name in the scratch folder)
+    commands: list[list[str]] = field(default_factory=list)  # {download:<name>} is replaced by the file's path
+    prefix: str | None = None
+    prefix_command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # values may hold {prefix}
+    path: list[str] = field(default_factory=list)  # entries may hold {prefix}
+    setvars: str | None = None
+
+
+def _fill(text: str, version: str) -> str:
+    major_minor = ".".join(version.split(".")[:2])
+    return text.replace("{version}", version).replace("{major_minor}", major_minor)
+
+
+def plan_install(matrix: Matrix, job: Job) -> InstallPlan:
+    """The install plan of a native-runner job, from its family's `native_installs` rule. Pure."""
+    family = matrix.family(job.family)
+    rule: NativeInstall | None = family.native_install_for(job.platform, job.version)
+    if job.runner != "native-runner" or rule is None or job.version is None:
+        msg = f"{job.id} has no toolkit to install: only native-runner jobs with a `native_installs` rule in matrix.toml have one"
+        raise InstallError(msg)
+    version = job.version
+    env = {**DEFAULT_ENV[rule.method], **rule.env}
+    if rule.method == "nvidia-installer":
+        assert rule.url is not None and rule.prefix is not None
+        url = _fill(rule.url, version)
+        name = url.rsplit("/", 1)[-1]
+        packages = [_fill(p, version) for p in rule.packages]
+        return InstallPlan(job.id, rule.method, downloads=[(url, name)], commands=[[f"{{download:{name}}}", "-s", *packages, "-n"]],
+                           prefix=_fill(rule.prefix, version), env=env, path=["{prefix}\\bin"])  # fmt: skip
+    if rule.method == "pip":
+        packages = [_fill(p, version) for p in rule.packages]
+        commands = [[sys.executable, "-m", "pip", "install", *rule.args, *packages], *(_words(_fill(c, version)) for c in rule.after)]
+        prefix_command = _words(rule.prefix) if rule.prefix else None
+        return InstallPlan(job.id, rule.method, commands=commands, prefix_command=prefix_command, env=env, path=["{prefix}\\bin"])
+    assert rule.url is not None
+    url = _fill(rule.url, version)
+    name = url.rsplit("/", 1)[-1]
+    return InstallPlan(job.id, rule.method, downloads=[(url, name)], commands=[[f"{{download:{name}}}", *rule.args]], env=env, setvars=rule.setvars)
+
+
+def _words(command: str) -> list[str]:
+    return command.split()
+
+
+def resolved(plan: InstallPlan, prefix: str | None) -> tuple[dict[str, str], list[str]]:
+    """The variables and PATH entries to export once the toolkit is in `prefix`. Pure."""
+    if prefix is None:
+        return {k: v for k, v in plan.env.items() if "{prefix}" not in v}, [p for p in plan.path if "{prefix}" not in p]
+    return {k: v.replace("{prefix}", prefix) for k, v in plan.env.items()}, [p.replace("{prefix}", prefix) for p in plan.path]
+
+
+def setvars_changes(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str]:
+    """The variables a setvars script set or changed (Windows names compare without case). Pure."""
+    upper = {k.upper(): v for k, v in before.items()}
+    return {k: v for k, v in sorted(after.items()) if upper.get(k.upper()) != v}
+
+
+def parse_set_output(text: str) -> dict[str, str]:
+    """`set` output of cmd.exe (NAME=value per line) as a mapping. Pure."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name and not name.startswith("="):
+            found[name] = value
+    return found
+
+
+def github_env_lines(env: Mapping[str, str]) -> str:
+    """$GITHUB_ENV text for `env`; a value with a newline uses the delimiter form. Pure."""
+    lines = []
+    for name, value in env.items():
+        if "\n" in value:
+            lines += [f"{name}<<BNB_EOF", value, "BNB_EOF"]
+        else:
+            lines.append(f"{name}={value}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+Runner = Callable[[Sequence[str]], str]
+
+
+def _run(argv: Sequence[str]) -> str:
+    print(f"+ {' '.join(argv)}", flush=True)
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    sys.stdout.write(proc.stdout[-4000:])
+    if proc.returncode != 0:
+        msg = f"`{' '.join(argv)}` exited with {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-2000:]}"
+        raise InstallError(msg)
+    return proc.stdout
+
+
+def execute(plan: InstallPlan, env: Mapping[str, str], *, run: Runner = _run, download: Callable[[str, Path], None] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Download, install, and return (variables, PATH entries) to export."""
+    fetch = download or (lambda url, dest: urllib.request.urlretrieve(url, dest))  # noqa: S310 (the URLs come from matrix.toml)
+    with tempfile.TemporaryDirectory(prefix="bnb-toolkit-") as tmp:
+        files = {}
+        for url, name in plan.downloads:
+            dest = Path(tmp) / name
+            print(f"downloading {url}", flush=True)
+            try:
+                fetch(url, dest)
+            except OSError as e:
+                msg = f"cannot download {url}: {e}"
+                raise InstallError(msg) from None
+            files[name] = str(dest)
+        for argv in plan.commands:
+            run([files.get(a[len("{download:") : -1], a) if a.startswith("{download:") else a for a in argv])
+    prefix = plan.prefix
+    if plan.prefix_command:
+        prefix = run(plan.prefix_command).strip().splitlines()[-1].strip()
+    variables, path = resolved(plan, prefix)
+    if plan.setvars:
+        before = parse_set_output(run(["cmd", "/d", "/c", "set"]))
+        after = parse_set_output(run(["cmd", "/d", "/c", f'call "{plan.setvars}" >nul && set']))
+        changed = setvars_changes(before, after)
+        path += path_additions(_get(before, "PATH"), _get(changed, "PATH"))
+        variables.update({k: v for k, v in changed.items() if k.upper() != "PATH"})
+    return variables, path
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    return next((v for k, v in env.items() if k.upper() == name), "")
+
+
+def path_additions(before: str, after: str) -> list[str]:
+    """The PATH entries `after` has and `before` lacks, in order (cmd.exe's `;`). Pure."""
+    old = {e.lower() for e in before.split(";") if e}
+    return [e for e in dict.fromkeys(after.split(";")) if e and e.lower() not in old]
+
+
+def run_install_toolkit(invocation: Invocation) -> int:
+    """The verb: install the toolkit of every selected native-runner job, then export its environment."""
+    jobs = [job for job in invocation.jobs if job.runner == "native-runner"]
+    if not jobs:
+        msg = "the selection has no native-runner job (container and cross jobs bring their toolkits in their images); `bnb-ci plan` lists the runners"
+        raise InstallError(msg)
+    for job in jobs:
+        plan = plan_install(invocation.matrix, job)
+        print(f"{job.id}: installing with {plan.method}", flush=True)
+        variables, path = execute(plan, invocation.env)
+        export(variables, path, invocation.env, out=lambda line: print(line, file=invocation.stdout))
+    return 0
+
+
+def export(variables: Mapping[str, str], path: Sequence[str], env: Mapping[str, str], out: Callable[[str], None] = print) -> None:
+    """Hand the results to the next steps: $GITHUB_ENV / $GITHUB_PATH, else printed `set` lines."""
+    if env.get("GITHUB_ENV"):
+        with open(env["GITHUB_ENV"], "a", encoding="utf-8") as f:
+            f.write(github_env_lines(variables))
+    else:
+        for name, value in variables.items():
+            out(f"set {name}={value}")
+    if env.get("GITHUB_PATH"):
+        with open(env["GITHUB_PATH"], "a", encoding="utf-8") as f:
+            f.write("".join(f"{p}\n" for p in path))
+    else:
+        for entry in path:
+            out(f"set PATH={entry};%PATH%")

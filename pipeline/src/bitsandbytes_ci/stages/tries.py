@@ -1,0 +1,87 @@
+"""Stage `try-wheels`: every wheel installed into a clean environment of its platform, the tree's
+script run with it (`plan.try_argv`, the command `bnb-ci test-wheels` runs on the host).
+
+Containers, by wheel platform (the wheel image, i.e. the matrix's pinned Python image):
+- linux/amd64: the linux-x86_64 wheel in a venv; the win_amd64 wheel under Wine (wine_setup, and the
+  matrix's Windows CPython unpacked to /work/wine-python); Windows arm64 and macOS wheels are
+  reported as not tried, with the reason;
+- linux/arm64 (the engine's emulation where it runs on amd64): the linux-aarch64 wheel in a venv.
+Each runs the try step with expect=ANY; the reports are merged into one tries.md (bnb_build.try_wheels
+renders it) and the exit codes into one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import anyio
+import dagger
+
+from bnb_build.try_wheels import Try, render_report, wheel_platform
+
+from ..matrix import Matrix
+from ..plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, try_argv
+from .common import WORK, base, filtered, with_env, with_setup, with_steps
+
+TRY_PLATFORMS = {"linux-aarch64": "linux/arm64"}
+"""Wheel platforms tried in a container of another Dagger platform than linux/amd64."""
+
+WINE_ZIP = "/tmp/wine-python.zip"
+
+
+@dataclass(frozen=True)
+class TryRun:
+    """What the try containers reported: the merged tries.md, the rows, and the worst exit code."""
+
+    report: str
+    tries: list[Try]
+    exit_code: int
+
+
+def groups(wheel_names: Sequence[str]) -> dict[str, list[str]]:
+    """Dagger platform -> the wheel files tried in a container of it."""
+    found: dict[str, list[str]] = {}
+    for name in sorted(wheel_names):
+        found.setdefault(TRY_PLATFORMS.get(wheel_platform(name), "linux/amd64"), []).append(name)
+    return found
+
+
+def container(matrix: Matrix, source: dagger.Directory, wheels: dagger.Directory, names: Sequence[str], *, dagger_platform: str,
+              script: str | None, fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
+    """One try container: the wheel image of `dagger_platform` with `names` from `wheels`."""
+    image = matrix.pinned(matrix.wheel.image)[0]
+    wine = dagger_platform == "linux/amd64" and any(name.endswith("-win_amd64.whl") for name in names)
+    ctr = base(image, dagger_platform)
+    if wine:
+        ctr = with_setup(ctr, matrix.wheel.wine_setup, image, dagger_platform)
+        fetch = f"import urllib.request; urllib.request.urlretrieve({matrix.wheel.wine_python!r}, {WINE_ZIP!r})"
+        ctr = ctr.with_exec(["python3", "-c", fetch]).with_exec(["unzip", "-q", WINE_ZIP, "-d", f"{WORK}/{WINE_PYTHON_DIR}"])
+    ctr = with_steps(ctr, source).with_directory(f"{WORK}/wheels", filtered(wheels, list(names)))
+    if script:
+        ctr = ctr.with_directory(f"{WORK}/{TRY_SCRIPT_DIR}", filtered(source, [script]))
+    return with_env(ctr, fresh or {}).with_exec(try_argv(script=script, wine_python=wine), expect=dagger.ReturnType.ANY)
+
+
+async def run(matrix: Matrix, source: dagger.Directory, wheels: dagger.Directory, wheel_names: Sequence[str], *, script: str | None,
+              fresh: Mapping[str, str] | None = None) -> TryRun:  # fmt: skip
+    """Every try container at once; their reports merged."""
+    results: dict[str, tuple[list[Try], int]] = {}
+
+    async def one(dagger_platform: str, names: list[str]) -> None:
+        ctr = await container(matrix, source, wheels, names, dagger_platform=dagger_platform, script=script, fresh=fresh).sync()
+        code = await ctr.exit_code()
+        try:
+            rows = json.loads(await ctr.file(f"{WORK}/tries.json").contents())["tries"]
+            tries = [Try(r["wheel"], r["platform"], r["how"], r["status"], r["detail"], list(r.get("output", []))) for r in rows]
+        except (dagger.QueryError, ValueError, KeyError):
+            tail = (await ctr.stdout()).strip().splitlines()[-20:] + (await ctr.stderr()).strip().splitlines()[-20:]
+            tries = [Try(name, "-", "-", "failed", f"the try step exited with {code} before writing its report", tail) for name in names]
+        results[dagger_platform] = (tries, code)
+
+    async with anyio.create_task_group() as tg:
+        for dagger_platform, names in groups(wheel_names).items():
+            tg.start_soon(one, dagger_platform, names)
+    tries = sorted((t for rows, _ in results.values() for t in rows), key=lambda t: t.wheel)
+    return TryRun(render_report(tries), tries, max((code for _, code in results.values()), default=0))

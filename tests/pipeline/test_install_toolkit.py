@@ -1,0 +1,135 @@
+"""bitsandbytes_ci.install_toolkit: how a native runner installs its toolkit (`bnb-ci install-toolkit`).
+
+The installers are Windows programs, which cannot run here: these tests check the plans the matrix
+yields (URLs, sub-packages, commands) and the environment handed to the next step. `execute` runs
+with a recording stand-in for the process runner and the download (named FakeRunner below), since
+no Windows installer or cmd.exe exists on this machine.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from bitsandbytes_ci import cli
+from bitsandbytes_ci.install_toolkit import (
+    InstallError,
+    execute,
+    export,
+    github_env_lines,
+    parse_set_output,
+    path_additions,
+    plan_install,
+    setvars_changes,
+)
+from bitsandbytes_ci.matrix import load_matrix
+from bitsandbytes_ci.plan import Selection, plan_jobs
+
+
+def job(backend: str, version: str, platform: str = "windows-x64"):
+    [found] = plan_jobs(load_matrix(), Selection(backends=(backend,), versions=(version,), platforms=(platform,)))
+    return found
+
+
+def test_every_native_runner_job_has_an_install_plan() -> None:
+    matrix = load_matrix()
+    native = [j for j in plan_jobs(matrix) if j.runner == "native-runner"]
+    assert len(native) == 12
+    for j in native:
+        plan = plan_install(matrix, j)
+        assert plan.downloads or plan.commands, j.id
+
+
+def test_cuda_13_on_windows_uses_nvidias_installer_with_the_split_packages() -> None:
+    plan = plan_install(load_matrix(), job("cuda", "13.0.2"))
+    assert plan.downloads == [("https://developer.download.nvidia.com/compute/cuda/13.0.2/network_installers/cuda_13.0.2_windows_network.exe",
+                               "cuda_13.0.2_windows_network.exe")]  # fmt: skip
+    [command] = plan.commands
+    assert command[0] == "{download:cuda_13.0.2_windows_network.exe}" and command[1] == "-s" and command[-1] == "-n"
+    assert {"nvcc_13.0", "crt_13.0", "nvvm_13.0", "cudart_13.0", "cublas_dev_13.0"} <= set(command)
+    assert plan.prefix == "C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v13.0"
+    older = plan_install(load_matrix(), job("cuda", "12.8"))
+    assert "crt_12.8" not in older.commands[0] and "nvcc_12.8" in older.commands[0]
+    arm = plan_install(load_matrix(), job("cuda", "13.4", "windows-arm64"))
+    assert arm.downloads[0][0] == "https://packages.nvidia.com/prerelease/cuda/13.4.0/local_installers/cuda_13.4.0_windows_arm64.exe"
+
+
+def test_rocm_on_windows_uses_the_sdk_wheels() -> None:
+    plan = plan_install(load_matrix(), job("rocm", "7.2.1"))
+    pip, init = plan.commands
+    assert pip[1:4] == ["-m", "pip", "install"]
+    assert "https://repo.radeon.com/rocm/windows/rocm-rel-7.2.1/rocm_sdk_devel-7.2.1-py3-none-win_amd64.whl" in pip
+    assert init == ["rocm-sdk", "init"] and plan.prefix_command == ["rocm-sdk", "path", "--root"]
+    newer = plan_install(load_matrix(), job("rocm", "7.14"))
+    assert newer.commands[0][-3:] == ["--index-url", "https://repo.amd.com/rocm/whl-multi-arch/", "rocm[libraries,devel]==7.14.0"]
+
+
+def test_container_jobs_have_nothing_to_install() -> None:
+    with pytest.raises(InstallError, match="cuda130-linux-x86_64 has no toolkit to install"):
+        plan_install(load_matrix(), job("cuda", "13.0.2", "linux-x86_64"))
+    with pytest.raises(InstallError, match="no native-runner job"):
+        cli.main_inner(["install-toolkit", "--platform", "linux-x86_64", "--backend", "cuda"], env={}, stdout=io.StringIO())
+
+
+class FakeRunner:
+    """A recording stand-in for running Windows programs (none can run here): answers `rocm-sdk path`
+    and cmd.exe's `set` as those programs would."""
+
+    def __init__(self) -> None:
+        self.ran: list[list[str]] = []
+
+    def __call__(self, argv) -> str:
+        self.ran.append(list(argv))
+        if argv[:3] == ["rocm-sdk", "path", "--root"]:
+            return "C:\\hostedtoolcache\\Python\\Lib\\site-packages\\_rocm_sdk_devel\n"
+        if argv[-1] == "set":
+            return "PATH=C:\\Windows\nTEMP=C:\\t\n"
+        if argv[-1].endswith("&& set"):
+            return "PATH=C:\\oneAPI\\compiler\\bin;C:\\Windows\nTEMP=C:\\t\nONEAPI_ROOT=C:\\oneAPI\nSETVARS_COMPLETED=1\n"
+        return ""
+
+
+def test_execute_runs_the_plan_and_reports_what_to_export(tmp_path: Path) -> None:
+    runner, fetched = FakeRunner(), []
+    plan = plan_install(load_matrix(), job("cuda", "13.2"))
+    variables, path = execute(plan, {}, run=runner, download=lambda url, dest: fetched.append((url, dest.name)))
+    assert fetched == [(plan.downloads[0][0], plan.downloads[0][1])]
+    assert runner.ran[0][0].endswith("cuda_13.2.0_windows_network.exe") and "{download:" not in runner.ran[0][0]
+    assert variables == {"CUDA_PATH": "C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v13.2"}
+    assert path == ["C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v13.2\\bin"]
+    runner = FakeRunner()
+    variables, path = execute(plan_install(load_matrix(), job("rocm", "7.14")), {}, run=runner, download=lambda url, dest: None)
+    assert variables["ROCM_PATH"] == variables["HIP_PATH"] == "C:\\hostedtoolcache\\Python\\Lib\\site-packages\\_rocm_sdk_devel"
+    runner = FakeRunner()
+    variables, path = execute(plan_install(load_matrix(), job("xpu", "2026")), {}, run=runner, download=lambda url, dest: None)
+    assert variables == {"ONEAPI_ROOT": "C:\\oneAPI", "SETVARS_COMPLETED": "1"} and path == ["C:\\oneAPI\\compiler\\bin"]
+    assert 'call "C:\\Program Files (x86)\\Intel\\oneAPI\\setvars.bat" >nul && set' in runner.ran[-1][-1]
+
+
+def test_a_failed_download_is_a_clear_error() -> None:
+    def offline(url: str, dest: Path) -> None:
+        raise OSError("network is unreachable")
+
+    with pytest.raises(InstallError, match=r"cannot download https://developer\.download\.nvidia\.com/.*cuda_12\.8\.1_windows_network\.exe: network is unreachable"):
+        execute(plan_install(load_matrix(), job("cuda", "12.8")), {}, run=FakeRunner(), download=offline)
+
+
+def test_the_environment_goes_to_the_next_steps(tmp_path: Path) -> None:
+    env_file, path_file = tmp_path / "env", tmp_path / "path"
+    export({"CUDA_PATH": "C:\\cuda", "NOTE": "a\nb"}, ["C:\\cuda\\bin"], {"GITHUB_ENV": str(env_file), "GITHUB_PATH": str(path_file)})
+    assert env_file.read_text() == "CUDA_PATH=C:\\cuda\nNOTE<<BNB_EOF\na\nb\nBNB_EOF\n"
+    assert path_file.read_text() == "C:\\cuda\\bin\n"
+    printed: list[str] = []
+    export({"CUDA_PATH": "C:\\cuda"}, ["C:\\cuda\\bin"], {}, out=printed.append)
+    assert printed == ["set CUDA_PATH=C:\\cuda", "set PATH=C:\\cuda\\bin;%PATH%"]
+
+
+def test_setvars_differences() -> None:
+    before = parse_set_output("Path=C:\\a;C:\\b\nX=1\n=C:=C:\\\n")
+    after = parse_set_output("Path=C:\\new;C:\\a;C:\\b\nX=1\nY=2\n")
+    assert "=C:" not in before
+    assert setvars_changes(before, after) == {"Path": "C:\\new;C:\\a;C:\\b", "Y": "2"}
+    assert path_additions("C:\\a;C:\\B", "C:\\new;c:\\a;C:\\b;C:\\new") == ["C:\\new"]
+    assert github_env_lines({}) == ""
