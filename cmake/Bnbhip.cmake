@@ -3,7 +3,7 @@
 #   cmake -S . -B build -DCOMPUTE_BACKEND=hip -DBNB_ROCM_ARCH="gfx90a;gfx942"
 #
 # With ROCm in /opt/rocm (or ROCM_PATH) nothing else is needed. Debian's packages (hipcc,
-# libamdhip64-dev; ROCm 5.2) need cmake/toolchains/debian-rocm.cmake, see that file.
+# libamdhip64-dev; ROCm 5.2) need the pipeline's pipeline/src/bnb_build/cmake/debian-rocm.cmake, see that file.
 # The library is named after the HIP version: libbitsandbytes_rocm<MAJOR><MINOR> (5.2.x -> rocm52).
 include(CheckCompilerFlag)
 

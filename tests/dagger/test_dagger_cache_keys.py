@@ -8,11 +8,10 @@ here is this repository's own file list (contents included), uploaded as `dagger
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import repo_files as conftest_repo_files
 from dagger_fake_engine import FakeEngine, chain, identity, tree_source
 
 from bitsandbytes_ci.main import BitsandbytesCi
@@ -22,22 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 NATIVE = ["python3", "-m", "bnb_build", "native"]
 
 
-READ_BY_THE_MODULE = ("pyproject.toml", "VERSION")
-"""Files whose text the module reads itself; every other file stands in by its digest (same identity
-rule, far shorter queries)."""
-
-
 def repo_files() -> dict[str, str]:
-    """path -> contents (a digest, but for READ_BY_THE_MODULE) of the files `dagger call` uploads."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout.split()  # fmt: skip
-    files = {}
-    for rel in listed:
-        path = REPO / rel
-        if not path.is_file() or any(part in ("__pycache__", ".venv") for part in Path(rel).parts):
-            continue
-        data = path.read_bytes()
-        files[rel] = data.decode("utf-8") if rel in READ_BY_THE_MODULE else hashlib.sha256(data).hexdigest()[:16]
+    files = conftest_repo_files(everything=True)
     assert "CMakeLists.txt" in files and "pipeline/src/bnb_build/native.py" in files
     return files
 

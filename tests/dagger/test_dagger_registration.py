@@ -82,7 +82,7 @@ SOURCE_IGNORED = [".git", "**/.venv", "**/__pycache__", "build", "build-*", "dis
                   "venv", "**/.tox", "libs", "dist-windows"]  # fmt: skip
 
 EXPECTED: dict[str, list[str]] = {
-    "plan": ["backend", "version", "platform", "archs", "format"],
+    "plan": ["source", "backend", "version", "platform", "archs", "format"],
     "build_cpu": ["source", "platform", "ccache", "jobs"],
     "build_cuda": ["source", "cuda_version", "platform", "archs", "ccache", "jobs"],
     "build_rocm": ["source", "rocm_version", "platform", "archs", "ccache", "jobs"],

@@ -11,12 +11,14 @@ from __future__ import annotations
 import pytest
 from dagger import dag
 from dagger.client.base import Type
+from conftest import REPO, repo_source
 from dagger_fake_engine import Call, FakeEngine, chain, fake_digest
 
 from bitsandbytes_ci.main import BitsandbytesCi
 from bitsandbytes_ci.matrix import load_matrix
 from bitsandbytes_ci.plan import Job, Selection, manifest_argv, plan_jobs, plan_wheels
 from bitsandbytes_ci.stages.fanout import BuildFailed, reproducibility_report
+from bitsandbytes_ci.tree import read_tree
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 
 STEP = ["python3", "-m", "bnb_build"]
@@ -32,11 +34,11 @@ GLOBS = {
 
 
 def source():
-    return dag.directory().with_new_file("VERSION", "0.1.0\n")
+    return repo_source()
 
 
 def the_job() -> Job:
-    [job] = [j for j in plan_jobs(load_matrix(), SELECTION) if j.runner == "container"]
+    [job] = [j for j in plan_jobs(load_matrix(), SELECTION, read_tree(REPO)) if j.runner == "container"]
     return job
 
 
@@ -121,7 +123,7 @@ async def test_build_all_passes_the_source_date_epoch_to_the_wheel_step_only(eng
 
 def test_wheel_job_digest_covers_the_source_date_epoch() -> None:
     matrix = load_matrix()
-    [wheel] = plan_wheels(matrix, [the_job()])
+    [wheel] = plan_wheels(matrix, [the_job()], read_tree(REPO))
     a = wheel.inputs(libraries={"x": "sha256:1"}, source_date_epoch="315532800")
     b = wheel.inputs(libraries={"x": "sha256:1"}, source_date_epoch="1700000000")
     assert a != b and a["source_date_epoch"] == "315532800"

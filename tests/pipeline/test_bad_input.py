@@ -17,6 +17,7 @@ import pytest
 from bitsandbytes_ci import cli
 from bitsandbytes_ci.errors import MatrixError, SelectionError
 from bitsandbytes_ci.local import SourceError
+from bitsandbytes_ci.tree import TreeError
 from bitsandbytes_ci.verbs import WheelsMissingError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,8 +60,12 @@ def test_matrix_from_the_environment_names_the_variable(tmp_path: Path) -> None:
 
 def test_build_from_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
     (tmp_path / "VERSION").write_text("0.1.0\n")
-    with pytest.raises(SourceError, match=r"--source .* is not a bitsandbytes checkout \(no CMakeLists.txt, csrc\); run bnb-ci from the repository root"):
+    with pytest.raises(TreeError, match=r"--source .* is not a tree the pipeline can build: it has no CMakeLists.txt .*; run bnb-ci from the repository root"):
         run(["build-cpu", "--source", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert cli.main(["build-cpu", "--source", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    (tmp_path / "CMakeLists.txt").write_text("project(x)\n")
+    with pytest.raises(TreeError, match=r"no Python package 'bitsandbytes'"):
+        run(["plan", "--source", str(tmp_path)])
     assert not (tmp_path / "out").exists()
 
 
@@ -118,3 +123,17 @@ def test_every_row_names_a_message_and_tests_that_exist() -> None:
             path = REPO / file
             assert path.is_file(), f"{case}: {file} does not exist"
             assert name in defined_tests(path), f"{case}: {node_id} does not exist"
+
+
+def test_an_explicit_selection_this_host_cannot_build_fails_with_the_doctors_hint(tmp_path: Path) -> None:
+    """Asked for a Windows CUDA library on Linux: nothing of it can be built here, so the run fails
+    (build-all without a selection builds what the host can and stays green)."""
+    from host_helpers import run_bnb_ci
+
+    out = tmp_path / "out"
+    run = run_bnb_ci(["build-cuda", "--platform", "windows-x64", "--cuda-version", "13.0", "--out", str(out), "--cache-dir", str(tmp_path / "c")],
+                     cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "summary: 0 built, 1 skipped, 0 failed" in run.stdout
+    assert "nothing of the selection can be built on this host (1 job(s) skipped, reasons above); `bnb-ci doctor` lists" in run.stdout
+    assert "native-runner job for windows-x64" in run.stdout

@@ -48,7 +48,7 @@ def test_plan_json_selection() -> None:
 def test_plan_table_marks_tag_only_images() -> None:
     table = run("plan", "--platform", "linux-x86_64")
     header = table.splitlines()[0].split()
-    assert header == ["id", "backend", "version", "platform", "runner", "image", "archs", "library"]
+    assert header == ["id", "backend", "version", "platform", "runner", "toolchain", "image", "archs", "library"]
     assert "nvidia/cuda:13.2.0-devel-rockylinux8 (tag only)" in table
     assert "rocm714-linux-x86_64" in table and "libbitsandbytes_rocm714.so" in table
     assert "wheel-linux-x86_64" in table

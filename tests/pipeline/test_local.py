@@ -17,6 +17,7 @@ from bitsandbytes_ci import local
 from bitsandbytes_ci.local import Console, HostSettings, SourceError
 from bitsandbytes_ci.matrix import load_matrix
 from bitsandbytes_ci.plan import Selection, plan_jobs, plan_wheels
+from bitsandbytes_ci.tree import TreeError, read_tree
 from bitsandbytes_ci.results import JobResult, render_summary
 from bitsandbytes_ci.toolchains import detect_host, host_platform, step_environment
 from bnb_build import inputs, process
@@ -26,7 +27,7 @@ def settings_for(repo: Path, cache: Path, *, keep_going: bool = False) -> HostSe
     env = host_env()
     host = detect_host(env, python=sys.executable, repo=repo, platform=host_platform(platform.system(), platform.machine()))
     base = step_environment(env, host, pythonpath=local.step_pythonpath(), source_date_epoch=local.DEFAULT_SOURCE_DATE_EPOCH)
-    return HostSettings(repo=repo, cache_dir=cache, concurrency=2, host=host, base_env=base, keep_going=keep_going)
+    return HostSettings(repo=repo, cache_dir=cache, concurrency=2, host=host, base_env=base, keep_going=keep_going, tree=read_tree(repo))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[HostSettings, 
     repo = copy_repo(root / "repo")
     break_cuda_sources(repo)
     settings = settings_for(repo, root / "cache")
-    jobs = plan_jobs(load_matrix(), Selection(backends=("cpu", "cuda"), platforms=("linux-x86_64",), archs="75"))
+    jobs = plan_jobs(load_matrix(), Selection(backends=("cpu", "cuda"), platforms=("linux-x86_64",), archs="75"), read_tree(repo))
     jobs = [j for j in jobs if j.id in ("cpu-linux-x86_64", "cuda130-linux-x86_64", "cuda128-linux-x86_64")]
     out = io.StringIO()
     results = anyio.run(local.run_builds, jobs, settings, Console(out))
@@ -136,9 +137,12 @@ def test_source_date_epoch_is_the_option_else_the_one_fixed_default(tmp_path: Pa
 
 
 def test_source_that_is_not_a_checkout_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match=r"is not a bitsandbytes checkout \(no CMakeLists.txt, VERSION, csrc\); run bnb-ci from the repository root or pass --source DIR"):
-        local.check_source(tmp_path)
-    assert local.check_source(REPO_ROOT) == REPO_ROOT
+    with pytest.raises(TreeError, match=r"is not a tree the pipeline can build: it has no CMakeLists.txt \(the native library's build\); run bnb-ci from the repository root or pass --source DIR"):
+        read_tree(tmp_path)
+    (tmp_path / "CMakeLists.txt").write_text("project(x)\n")
+    with pytest.raises(TreeError, match=r"has no Python package 'bitsandbytes' \(no bitsandbytes/__init__.py\)"):
+        read_tree(tmp_path)
+    assert read_tree(REPO_ROOT).package == "bitsandbytes"
 
 
 def test_step_programs_come_from_this_pipeline() -> None:

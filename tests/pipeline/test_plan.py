@@ -12,6 +12,9 @@ from bitsandbytes_ci import plan as plan_module
 from bitsandbytes_ci.errors import SelectionError
 from bitsandbytes_ci.matrix import default_matrix_path, load_matrix
 from bitsandbytes_ci.plan import Selection, audit_argv, expectations, plan_jobs, plan_wheels
+from bitsandbytes_ci.tree import DEFAULT_TREE, read_tree
+
+REPO = Path(__file__).resolve().parents[2]
 
 PLATFORMS = ["linux-x86_64", "linux-aarch64", "windows-x64", "windows-arm64", "macos-arm64"]
 
@@ -22,8 +25,14 @@ def matrix():
 
 
 @pytest.fixture(scope="module")
-def jobs(matrix):
-    return plan_jobs(matrix)
+def tree():
+    """This repository's tree (its [tool.bitsandbytes-ci] settings)."""
+    return read_tree(REPO)
+
+
+@pytest.fixture(scope="module")
+def jobs(matrix, tree):
+    return plan_jobs(matrix, tree=tree)
 
 
 def by_id(jobs):
@@ -113,12 +122,13 @@ def test_locked_image_carries_its_digest(tmp_path: Path) -> None:
 
 def test_cmake_args_per_backend(jobs) -> None:
     ids = by_id(jobs)
-    zig = ["-DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/zig.cmake"]
-    assert ids["cpu-linux-x86_64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", *zig, "-DBNB_ZIG_TARGET=x86_64-linux-gnu.2.17"]
-    assert ids["cpu-windows-arm64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", *zig, "-DBNB_ZIG_TARGET=aarch64-windows-gnu"]
+    # the zig toolchain file is the pipeline's own: the native step gets its name (--toolchain), not a path
+    assert ids["cpu-linux-x86_64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DBNB_ZIG_TARGET=x86_64-linux-gnu.2.17"]
+    assert ids["cpu-windows-arm64"].cmake_args == ["-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DBNB_ZIG_TARGET=aarch64-windows-gnu"]
     assert ids["cpu-macos-arm64"].cmake_args == [
-        "-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0", *zig, "-DBNB_ZIG_TARGET=aarch64-macos",
+        "-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0", "-DBNB_ZIG_TARGET=aarch64-macos",
     ]  # fmt: skip
+    assert ids["cpu-macos-arm64"].toolchain_file == "zig.cmake" and ids["cuda124-linux-x86_64"].toolchain_file is None
     assert ids["cuda124-linux-x86_64"].cmake_args == [
         "-DCOMPUTE_BACKEND=cuda", "-DCMAKE_BUILD_TYPE=Release", "-DCOMPUTE_CAPABILITY=60;70;75;80;86;89;90",
     ]  # fmt: skip
@@ -145,11 +155,21 @@ COMMON_SOURCES = ["CMakeLists.txt", "VERSION", "cmake/**", "csrc/bitsandbytes.h"
 
 
 def test_sources_per_backend(jobs) -> None:
+    """Our tree names its subsets ([tool.bitsandbytes-ci.sources]): each job gets exactly those."""
     ids = by_id(jobs)
     assert ids["cpu-linux-x86_64"].sources == [*COMMON_SOURCES, "csrc/cpu/**"]
     assert ids["cuda128-linux-x86_64"].sources == [*COMMON_SOURCES, "csrc/cuda/**"]
     assert ids["rocm64-linux-x86_64"].sources == [*COMMON_SOURCES, "csrc/cuda/**"]
     assert ids["xpu2025-linux-x86_64"].sources == [*COMMON_SOURCES, "csrc/xpu/**"]
+    assert all(job.optional_sources == [] for job in jobs)
+
+
+def test_a_tree_that_names_no_sources_gets_the_defaults_where_present(matrix) -> None:
+    [job] = plan_jobs(matrix, Selection(backends=("cuda",), versions=("13.0",), platforms=("linux-x86_64",)), DEFAULT_TREE)
+    assert job.sources == [] and job.optional_sources == ["CMakeLists.txt", "VERSION", "cmake/**", "include/**", "csrc/**"]
+    [wheel] = plan_wheels(matrix, [job], DEFAULT_TREE)
+    assert wheel.sources == ["pyproject.toml", "bitsandbytes/**"]
+    assert wheel.optional_sources == ["setup.py", "setup.cfg", "MANIFEST.in", "VERSION", "README.md", "LICENSE"]
 
 
 def test_cpu_jobs_leave_out_gpu_sources_and_no_job_reads_the_pipeline(jobs) -> None:
@@ -174,9 +194,8 @@ def test_native_argv_is_the_documented_form(jobs) -> None:
 def test_native_argv_of_a_cpu_job_has_no_version_or_archs(jobs) -> None:
     assert by_id(jobs)["cpu-macos-arm64"].native_argv() == [
         "python3", "-m", "bnb_build", "native", "--job-id", "cpu-macos-arm64", "--backend", "cpu",
-        "--platform", "macos-arm64", "--library", "libbitsandbytes_cpu.dylib", "--source", "src", "--out", "out",
-        "--", "-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0",
-        "-DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/zig.cmake", "-DBNB_ZIG_TARGET=aarch64-macos",
+        "--platform", "macos-arm64", "--library", "libbitsandbytes_cpu.dylib", "--toolchain", "zig.cmake", "--source", "src", "--out", "out",
+        "--", "-DCOMPUTE_BACKEND=cpu", "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0", "-DBNB_ZIG_TARGET=aarch64-macos",
     ]  # fmt: skip
 
 
@@ -274,8 +293,8 @@ def test_arch_override_without_gpu_jobs_is_an_error(matrix) -> None:
 # ---- wheels and audit expectations ----------------------------------------------------------------
 
 
-def test_one_wheel_per_platform(matrix, jobs) -> None:
-    wheels = plan_wheels(matrix, jobs)
+def test_one_wheel_per_platform(matrix, jobs, tree) -> None:
+    wheels = plan_wheels(matrix, jobs, tree)
     assert [(w.id, w.plat_tag) for w in wheels] == [
         ("wheel-linux-x86_64", "manylinux_2_28_x86_64"),
         ("wheel-linux-aarch64", "manylinux_2_28_aarch64"),
@@ -286,8 +305,8 @@ def test_one_wheel_per_platform(matrix, jobs) -> None:
     for wheel in wheels:
         assert wheel.libraries == [job.library for job in jobs if job.platform == wheel.platform]
         assert wheel.build_job_ids == [job.id for job in jobs if job.platform == wheel.platform]
-        assert wheel.sources == ["pyproject.toml", "VERSION", "README.md", "bitsandbytes/**"]
-        assert wheel.optional_sources == ["LICENSE"]
+        assert wheel.sources == ["pyproject.toml", "VERSION", "README.md", "bitsandbytes/**"], "our tree names them"
+        assert wheel.optional_sources == []
     linux = wheels[0]
     assert linux.image == "python:3.12-slim-bookworm" and linux.runner == "container"
     # packing is pure Python: every wheel is packed in the wheel image (macOS and Windows on amd64)
@@ -295,8 +314,8 @@ def test_one_wheel_per_platform(matrix, jobs) -> None:
     assert wheels[4].dagger_platform == "linux/amd64" and wheels[4].runner == "cross"
 
 
-def test_wheel_and_audit_argv(matrix, jobs) -> None:
-    wheel = plan_wheels(matrix, jobs)[1]
+def test_wheel_and_audit_argv(matrix, jobs, tree) -> None:
+    wheel = plan_wheels(matrix, jobs, tree)[1]
     assert wheel.wheel_argv() == [
         "python3", "-m", "bnb_build", "wheel", "--platform", "linux-aarch64", "--plat-tag", "manylinux_2_28_aarch64",
         "--libs", "libs", "--source", "src", "--out", "out",
@@ -304,9 +323,11 @@ def test_wheel_and_audit_argv(matrix, jobs) -> None:
     assert audit_argv() == ["python3", "-m", "bnb_build", "audit", "--wheels", "wheels", "--expect", "expect.json", "--report", "audit.md"]
 
 
-def test_expectations_for_the_audit(matrix, jobs) -> None:
-    expected = expectations(matrix, jobs)
-    assert set(expected) == {"wheels", "exemptions"}
+def test_expectations_for_the_audit(matrix, jobs, tree) -> None:
+    expected = expectations(matrix, jobs, tree)
+    assert set(expected) == {"wheels", "exemptions", "symbol_parity"}
+    assert expected["symbol_parity"] is True, "our tree declares it"
+    assert expectations(matrix, jobs)["symbol_parity"] is False, "a tree that declares nothing is not held to it"
     assert list(expected["wheels"]) == PLATFORMS
     linux = expected["wheels"]["linux-x86_64"]
     assert linux["plat_tag"] == "manylinux_2_28_x86_64"

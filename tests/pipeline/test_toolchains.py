@@ -130,9 +130,10 @@ def test_matching_rocm_gets_amd_platform_and_its_toolchain() -> None:
     decision = decide(rocm_job, debian, base(debian))
     assert isinstance(decision, Runnable)
     assert decision.env["HIP_PLATFORM"] == "amd"
-    # Relative to the job's source folder, which holds cmake/** (a common source of every job).
+    # The pipeline's own toolchain file (it ships with the step programs): the tree needs none.
     assert decision.env["CMAKE_TOOLCHAIN_FILE"] == toolchains.DEBIAN_ROCM_TOOLCHAIN
-    assert (REPO_ROOT / toolchains.DEBIAN_ROCM_TOOLCHAIN).is_file() and "cmake/**" in rocm_job.sources
+    assert Path(toolchains.DEBIAN_ROCM_TOOLCHAIN) == REPO_ROOT / "pipeline/src/bnb_build/cmake/debian-rocm.cmake"
+    assert Path(toolchains.DEBIAN_ROCM_TOOLCHAIN).is_file()
     opt = fake_host(rocm=(Installation("rocm", "6.4.1", Path("/opt/rocm-6.4.1"), Path("/opt/rocm-6.4.1/bin/hipcc"), "/opt/rocm*"),))
     decision = decide(rocm_job, opt, base(opt))
     assert isinstance(decision, Runnable)

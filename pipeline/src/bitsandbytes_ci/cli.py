@@ -19,13 +19,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from .doctor import run_doctor
+from .doctor import detect, run_doctor, verdicts
 from .install_toolkit import run_install_toolkit
 from .errors import MatrixError, PipelineError
 from .listing import PLAN_FORMATS, jobs_json, render_plan
 from .local import CACHE_DIR_NAME, DEFAULT_CONCURRENCY, DEFAULT_SOURCE_DATE_EPOCH
 from .matrix import Matrix, load_matrix
 from .plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
+from .tree import DEFAULT_TREE, TreeFacts, read_tree
 from .release_verbs import add_options as add_release_options
 from .release_verbs import run_pre_release, run_publish
 from .verbs import HOST_HANDLERS
@@ -51,6 +52,7 @@ class Invocation:
     options: Mapping[str, Any]
     env: Mapping[str, str]
     stdout: TextIO = field(repr=False)
+    tree: TreeFacts = DEFAULT_TREE
 
 
 Handler = Callable[[Invocation], int]
@@ -79,7 +81,7 @@ VERBS: dict[str, Verb] = {
     "pre-release": Verb("publish the wheels as the rolling pre-release", options=("wheels", "select", "release")),
     "publish": Verb("upload the wheels to the package index", options=("wheels", "select", "release")),
     "install-toolkit": Verb("install the toolkit of native-runner jobs (Windows CUDA, ROCm, oneAPI) and export its environment", options=("select",)),
-    "doctor": Verb("list this host's toolkits, the jobs they let bnb-ci build here, and how to install the missing ones"),
+    "doctor": Verb("list this host's toolkits, the jobs they let bnb-ci build here, and how to install the missing ones", options=("tree",)),
 }
 
 
@@ -90,6 +92,9 @@ def run_plan(invocation: Invocation) -> int:
         invocation.stdout.write(json.dumps(jobs_with_digests(invocation, Path(source)), indent=2) + "\n")
     else:
         invocation.stdout.write(render_plan(fmt, invocation.matrix, invocation.jobs, invocation.wheels))
+    if invocation.options.get("here"):
+        host, base = detect(invocation.env)
+        invocation.stdout.write("\n" + verdicts(invocation.jobs, host, base))
     return 0
 
 
@@ -97,9 +102,7 @@ def jobs_with_digests(invocation: Invocation, source: Path) -> list[dict[str, An
     """`plan --format json --source DIR`: every job with its input set and digest (`Job.input_digest`), then
     every wheel job with its digest (over the digests of the libraries it packs and the default
     SOURCE_DATE_EPOCH)."""
-    from .local import check_source
-
-    repo = check_source(source)
+    repo = Path(source).absolute()
     entries = jobs_json(invocation.jobs)
     digests = {job.id: job.input_digest(repo) for job in invocation.jobs}
     for entry, job in zip(entries, invocation.jobs):
@@ -157,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--backend", action="append", default=[], metavar="NAME", help="cpu, cuda, rocm (hip), xpu; repeat for several (default: all)")
             sub.add_argument("--version", dest="versions", action="append", default=[], metavar="V", help="toolkit version; repeat for several (default: all)")
         if "format" in verb.options:
+            sub.add_argument("--here", action="store_true", help="also say, per job, whether bnb-ci can build it on this host (and why not)")
             sub.add_argument(
                 "--format", choices=PLAN_FORMATS, default="table",
                 help="table (default), json (every job), markdown (the support matrix of README.md) or ci-matrix (the CI shards)",
@@ -183,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"SOURCE_DATE_EPOCH of the wheels (default: {DEFAULT_SOURCE_DATE_EPOCH}, as in Dagger; "
                 "e.g. \"$(git log -1 --format=%%ct)\" for the commit time)",
             )  # fmt: skip
+        if "tree" in verb.options:
+            sub.add_argument("--source", type=Path, metavar="DIR", help="the tree to build (default: the current directory)")
         if "digest" in verb.options:
             sub.add_argument(
                 "--source", type=Path, metavar="DIR",
@@ -205,6 +211,17 @@ def selection_for(verb_name: str, args: argparse.Namespace) -> Selection:
     return Selection(backends=tuple(backends), versions=tuple(versions), platforms=tuple(args.platform), archs=args.archs)
 
 
+def tree_for(args: argparse.Namespace) -> TreeFacts:
+    """What the plan knows of the tree being built: `--source DIR` when the verb takes one, else the
+    current directory when it is a tree (plan, release verbs), else nothing (the pipeline's defaults)."""
+    source = getattr(args, "source", None)
+    if source is not None:
+        return read_tree(Path(source))
+    if Path("CMakeLists.txt").is_file():
+        return read_tree(Path("."))
+    return DEFAULT_TREE
+
+
 def main_inner(
     argv: Sequence[str] | None = None,
     *,
@@ -224,17 +241,19 @@ def main_inner(
         msg = f"{MATRIX_ENV}={matrix_path} (from the environment): {e}"
         raise MatrixError(msg) from None
     selection = selection_for(args.verb, args)
-    jobs = plan_jobs(matrix, selection)
+    tree = tree_for(args)
+    jobs = plan_jobs(matrix, selection, tree)
     options = {k: v for k, v in vars(args).items() if k not in {"verb", "matrix", "platform", "archs", "backend", "version", "versions"}}
     invocation = Invocation(
         verb=args.verb,
         matrix=matrix,
         selection=selection,
         jobs=jobs,
-        wheels=plan_wheels(matrix, jobs),
+        wheels=plan_wheels(matrix, jobs, tree),
         options=options,
         env=env,
         stdout=stdout or sys.stdout,
+        tree=tree,
     )
     return (handlers or HANDLERS)[args.verb](invocation)
 

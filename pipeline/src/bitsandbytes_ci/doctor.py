@@ -7,7 +7,7 @@ decision (`toolchains.decide`), so the doctor and `bnb-ci build-*` never disagre
 looks for the cross tools (aarch64-linux-gnu-g++, zig from the `ziglang` wheel, wine64,
 qemu-aarch64-static) and the Dagger CLI and engine, which builds every Linux container job.
 
-    bnb-ci doctor
+    bnb-ci doctor [--source DIR]      # DIR: the tree to build (default: the current directory)
 
     | toolkit | found | jobs it enables | install hint |
     |---|---|---|---|
@@ -30,7 +30,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .plan import Job
-from .toolchains import HostToolchains, Installation, Runnable, decide, detect_host, host_platform, step_environment
+from .toolchains import (
+    CUBLAS_WHEELS_HINT,
+    HostToolchains,
+    Installation,
+    Runnable,
+    decide,
+    detect_host,
+    host_platform,
+    missing_cuda_components,
+    step_environment,
+)
 from .versions import sort_versions
 
 if TYPE_CHECKING:
@@ -166,6 +176,7 @@ def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str],
         Row("ccache", host.ccache or "", ("faster rebuilds (optional)",), "" if host.ccache else "apt-get install ccache"),
     ]
     rows += _toolkit_rows("cuda", "nvcc", host.cuda, jobs, runnable, here, _major_minor, CUDA_HINT)
+    rows += _cuda_component_rows(jobs, host, runnable)
     rows += _toolkit_rows("rocm", "hipcc", host.rocm, jobs, runnable, here, _major_minor, ROCM_HINT)
     rows += _toolkit_rows("oneapi", "icpx", host.oneapi, jobs, runnable, here, lambda v: v.split(".")[0], ONEAPI_HINT)
 
@@ -195,6 +206,23 @@ def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str],
     return rows
 
 
+def _cuda_component_rows(jobs: Sequence[Job], host: HostToolchains, runnable: set[str]) -> list[Row]:
+    """What the tree's CUDA library links beyond the runtime (CUDA::cublas, ...), per nvcc found: in
+    that toolkit or not, and the jobs it decides."""
+    rows = []
+    for inst in host.cuda:
+        mine = [j for j in jobs if j.family == "cuda" and j.platform == host.platform and _major_minor(j.version or "") == inst.major_minor]
+        components = sorted({c for j in mine for c in j.toolkit_components})
+        missing = set(missing_cuda_components(inst.root, components))
+        for component in components:
+            enables = tuple(j.id for j in mine if component in j.toolkit_components)
+            if component in missing:
+                rows.append(Row(f"{component} (CUDA {inst.major_minor}, the tree links CUDA::{component})", "", enables, CUBLAS_WHEELS_HINT, would_enable=True))
+            else:
+                rows.append(Row(f"{component} (CUDA {inst.major_minor})", f"in {inst.root}", tuple(j for j in enables if j in runnable), ""))
+    return rows
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -219,14 +247,30 @@ def render(rows: Sequence[Row], jobs: Sequence[Job], runnable: Sequence[Job], ho
     return "\n".join(lines) + "\n"
 
 
-def run_doctor(invocation: Invocation) -> int:
-    """The `doctor` verb: detect, print the table; always exit 0 (it reports, it does not judge)."""
+def detect(env: Mapping[str, str]) -> tuple[HostToolchains, dict[str, str]]:
+    """This host's toolkits and the base environment of its steps (what `decide` needs)."""
     import platform as platform_module
 
+    host = detect_host(env, python=sys.executable, repo=Path(os.getcwd()), platform=host_platform(platform_module.system(), platform_module.machine()))
+    return host, step_environment(env, host, pythonpath=Path(__file__).resolve().parent.parent, source_date_epoch="0")
+
+
+def verdicts(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str]) -> str:
+    """One line per job: whether `bnb-ci` can build it on this host, and why not (`plan --here`)."""
+    width = max((len(job.id) for job in jobs), default=0)
+    lines = [f"buildable here ({host.platform or 'unknown platform'}):"]
+    for job in jobs:
+        decision = decide(job, host, base)
+        verdict = f"yes ({decision.toolchain})" if isinstance(decision, Runnable) else f"no: {decision.reason}"
+        lines.append(f"  {job.id.ljust(width)}  {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def run_doctor(invocation: Invocation) -> int:
+    """The `doctor` verb: detect, print the table; always exit 0 (it reports, it does not judge)."""
     env = invocation.env
     python = sys.executable
-    host = detect_host(env, python=python, repo=Path(os.getcwd()), platform=host_platform(platform_module.system(), platform_module.machine()))
-    base = step_environment(env, host, pythonpath=Path(__file__).resolve().parent.parent, source_date_epoch="0")
+    host, base = detect(env)
     extras = detect_extras(env, path=host.path, python=python)
     rows = diagnose(invocation.jobs, host, base, extras)
     invocation.stdout.write(render(rows, invocation.jobs, runnable_jobs(invocation.jobs, host, base), host))

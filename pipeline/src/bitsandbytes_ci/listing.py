@@ -12,7 +12,7 @@ from .plan import Job, WheelJob
 from .shards import IN_CONTAINERS, ci_matrix, pull_size
 
 TAG_ONLY = "(tag only)"
-COLUMNS = ("id", "backend", "version", "platform", "runner", "image", "archs", "library")
+COLUMNS = ("id", "backend", "version", "platform", "runner", "toolchain", "image", "archs", "library")
 
 
 PLAN_FORMATS = ("table", "json", "markdown", "ci-matrix")
@@ -47,7 +47,7 @@ def image_cell(image: str | None, pinned: bool) -> str:
 
 def job_row(job: Job) -> tuple[str, ...]:
     return (
-        job.id, job.backend, job.version or "-", job.platform, job.runner,
+        job.id, job.backend, job.version or "-", job.platform, job.runner, job.toolchain or "-",
         image_cell(job.image, job.image_pinned), ";".join(job.archs) or "-", job.library,
     )  # fmt: skip
 

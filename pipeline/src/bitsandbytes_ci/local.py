@@ -45,10 +45,11 @@ from . import artifact_cache
 from .errors import PipelineError
 from .matrix import Matrix
 from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, wheel_tag
-from .plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, try_argv
+from .plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, present_patterns, try_argv
 from .progress import Progress
 from .results import LOG_TAIL_LINES, JobResult, Kind
 from .toolchains import Decision, HostToolchains, Runnable, Skip, decide
+from .tree import DEFAULT_TREE, TreeFacts
 
 DEFAULT_CONCURRENCY = 2
 CACHE_DIR_NAME = ".bnb-cache"
@@ -60,9 +61,6 @@ WINE_PYTHON_ENV = "BNB_WINE_PYTHON"
 DEFAULT_SOURCE_DATE_EPOCH = inputs.DEFAULT_SOURCE_DATE_EPOCH
 """SOURCE_DATE_EPOCH unless `--source-date-epoch` gives one: 1980-01-01T00:00:00Z, the earliest time a
 zip entry can hold; the same value as the Dagger functions' and the step programs' default."""
-
-SOURCE_MARKERS = ("CMakeLists.txt", "VERSION", "csrc")
-
 
 class SourceError(PipelineError):
     """The source directory is not a bitsandbytes checkout."""
@@ -81,21 +79,10 @@ class HostSettings:
     base_env: Mapping[str, str] = field(repr=False)
     source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH
     keep_going: bool = False
+    tree: TreeFacts = DEFAULT_TREE
 
 
 # ---- settings helpers -------------------------------------------------------------------------
-
-
-def check_source(path: Path) -> Path:
-    path = Path(path).absolute()
-    missing = [name for name in SOURCE_MARKERS if not (path / name).exists()]
-    if missing:
-        msg = (
-            f"--source {path} is not a bitsandbytes checkout (no {', '.join(missing)}); "
-            "run bnb-ci from the repository root or pass --source DIR"
-        )
-        raise SourceError(msg)
-    return path
 
 
 def step_pythonpath() -> Path:
@@ -272,7 +259,7 @@ def build_key(job: Job, decision: Runnable, settings: HostSettings, toolkit: str
     """What a kept build folder was configured from: the step's command line, the toolkit and tools,
     the configure-relevant variables, the list of source files and the content of every file outside
     csrc/. A different key means a clean build (the folder is emptied first)."""
-    files = inputs.expand(settings.repo, job.sources)
+    files = inputs.expand(settings.repo, job.present_sources(settings.repo))
     configure_files = [rel for rel in files if not rel.startswith(CONFIGURE_SOURCES_EXCLUDED)]
     host = settings.host
     extra = {
@@ -323,7 +310,7 @@ async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, 
     def prepare() -> tuple[str, bool]:
         key = build_key(job, decision, settings, toolkit)
         kept = prepare_build_work_dir(work, key)
-        inputs.sync_subset(settings.repo, job.sources, work / "src")
+        inputs.sync_subset(settings.repo, job.present_sources(settings.repo), work / "src")
         return key, kept
 
     try:
@@ -417,13 +404,8 @@ def prepare_wheel_dir(wheel: WheelJob, libraries: Sequence[JobResult], settings:
         shutil.copyfile(r.artifact, libs / r.artifact.name)
         info = r.artifact.with_name(r.artifact.name + BUILD_INFO_SUFFIX)
         shutil.copyfile(info, libs / info.name)
-    inputs.copy_subset(settings.repo, [*wheel.sources, *_existing(settings.repo, wheel.optional_sources)], work / "src")
+    inputs.copy_subset(settings.repo, present_patterns(settings.repo, wheel.sources, wheel.optional_sources), work / "src")
     return work
-
-
-def _existing(repo: Path, patterns: Sequence[str]) -> list[str]:
-    """The optional source patterns that select something (a missing optional file is left out)."""
-    return [p for p in patterns if p.endswith("/**") or (repo / p).is_file()]
 
 
 async def run_wheel_job(wheel: WheelJob, libraries: Sequence[JobResult], notes: tuple[str, ...], settings: HostSettings, console: Console) -> JobResult:
@@ -496,12 +478,12 @@ async def run_wheels(wheels: Sequence[WheelJob], builds: Sequence[JobResult], se
 # ---- audit ------------------------------------------------------------------------------------
 
 
-def audit_expectations(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[str, Path]) -> tuple[dict[str, Any], tuple[str, ...]]:
+def audit_expectations(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[str, Path], tree: TreeFacts = DEFAULT_TREE) -> tuple[dict[str, Any], tuple[str, ...]]:
     """expect.json for the wheels that were packed (platform -> wheel), restricted to the libraries that
     were built; a manylinux tag the wheel step raised for this host's glibc is expected as raised
     (the audit still checks that no library needs more than the tag promises). Pure."""
     jobs = [job for job in built_jobs if job.platform in wheels]
-    expect = expectations(matrix, jobs)
+    expect = expectations(matrix, jobs, tree)
     notes = []
     for platform, spec in expect["wheels"].items():
         tag = wheel_tag(wheels[platform].name)
@@ -516,7 +498,7 @@ async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[s
     same wheels and expectations is taken from the artifact cache."""
     if not wheels:
         return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
-    expect, notes = audit_expectations(matrix, built_jobs, wheels)
+    expect, notes = audit_expectations(matrix, built_jobs, wheels, settings.tree)
     held = [(w.name, artifact_cache.file_sha256(w)) for w in wheels.values()]
     key = await anyio.to_thread.run_sync(lambda: artifact_cache.audit_digest(expect, held, steps_dir=steps_dir()))
     console.planned(1)
@@ -535,7 +517,7 @@ async def _run_audit_step(matrix: Matrix, built_jobs: Sequence[Job], wheels: Map
     if not wheels:
         return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
     work = _work_with_wheels(AUDIT_JOB_ID, wheels, settings)
-    expect, notes = audit_expectations(matrix, built_jobs, wheels)
+    expect, notes = audit_expectations(matrix, built_jobs, wheels, settings.tree)
     (work / "expect.json").write_text(render_json(expect), encoding="utf-8")
     result = await _run_report_step(AUDIT_JOB_ID, "audit", audit_argv(), work, "audit.md", len(wheels), settings, console)
     return replace(result, notes=notes)

@@ -45,10 +45,22 @@ from .listing import render_plan
 from .matrix import Matrix, load_matrix
 from .plan import DEFAULT_REPOSITORY_URL, DEFAULT_TAG, Job, Selection, expectations, plan_jobs, plan_wheels
 from .shards import IN_CONTAINERS, jobs_at_once
-from .stages import fanout, images, release, tries
+from .stages import fanout, images, packaging, release, tries
 from .stages.common import SOURCE_IGNORE
 from .stages.fanout import BuildFailed
-from .tree import PYPROJECT, TreeConfig, tree_config_from_text
+from .tree import (
+    CMAKE_SOURCES,
+    DEFAULT_PACKAGE,
+    DEFAULT_TREE,
+    PYPROJECT,
+    TreeConfig,
+    TreeError,
+    TreeFacts,
+    patterns_error,
+    tree_config_from_text,
+    tree_from_texts,
+    wanted_files,
+)
 
 Source = Annotated[
     dagger.Directory,
@@ -73,15 +85,19 @@ Libs = Annotated[
 ]
 
 
+EVERY_IMAGE_TREE = replace(DEFAULT_TREE, config=TreeConfig(cpu_toolchain="gcc"))
+"""A tree whose plan uses the images the default plan does not (the CPU images of OpenMP trees)."""
+
+
 def _select(backends: list[str] | None = None, versions: list[str] | None = None, platforms: list[str] | None = None, archs: str = "") -> Selection:
     return Selection(backends=tuple(backends or ()), versions=tuple(versions or ()), platforms=tuple(platforms or ()), archs=archs or None)
 
 
-def _container_jobs(selection: Selection) -> tuple[Matrix, list[Job]]:
+def _container_jobs(selection: Selection, tree: TreeFacts) -> tuple[Matrix, list[Job]]:
     """The selected jobs that build in Linux containers (own image or cross toolchain); naming a platform
     whose selected jobs all need a native runner is an error."""
     matrix = load_matrix()
-    jobs = plan_jobs(matrix, selection)
+    jobs = plan_jobs(matrix, selection, tree)
     container_jobs = [job for job in jobs if job.runner in IN_CONTAINERS]
     elsewhere = sorted({job.platform for job in jobs} - {job.platform for job in container_jobs})
     if selection.platforms and elsewhere:
@@ -116,18 +132,41 @@ def _python_image(matrix: Matrix) -> str:
     return matrix.pinned(matrix.wheel.image)[0]
 
 
-async def _tree(source: dagger.Directory) -> TreeConfig:
-    """The tree's [tool.bitsandbytes-ci] settings, read from its pyproject.toml."""
-    text = await source.file(PYPROJECT).contents() if await source.exists(PYPROJECT) else None
-    return tree_config_from_text(text)
+async def _tree(source: dagger.Directory) -> TreeFacts:
+    """What the plan needs to know of the tree in `source` (tree.py): the same texts the host reads.
+    A folder with no CMakeLists.txt or no package, or a source pattern that selects nothing, is refused."""
+
+    async def text(path: str) -> str | None:
+        return await source.file(path).contents() if await source.exists(path) else None
+
+    if not await source.exists("CMakeLists.txt"):
+        msg = "the source is not a tree the pipeline can build: it has no CMakeLists.txt (the native library's build)"
+        raise TreeError(msg)
+    package = tree_config_from_text(await text(PYPROJECT)).package or DEFAULT_PACKAGE
+    texts = {path: found for path in wanted_files(package) if (found := await text(path)) is not None}
+    cmake_files: list[str] = []
+    for pattern in CMAKE_SOURCES:  # the CMake files: "CMakeLists.txt", "cmake/**", ... as globs of CMake file names
+        folder = pattern.removesuffix("**")
+        cmake_files += [pattern] if folder == pattern else [*await source.glob(f"{folder}**/*.cmake"), *await source.glob(f"{folder}**/CMakeLists.txt")]
+    for path in cmake_files:
+        texts.setdefault(path, await text(path) or "")
+    facts = tree_from_texts(texts)
+    if f"{facts.package}/__init__.py" not in texts:
+        msg = f"the source has no Python package {facts.package!r} (no {facts.package}/__init__.py); name it with `package = \"...\"` under [tool.bitsandbytes-ci]"
+        raise TreeError(msg)
+    missing = [p for p in facts.config.sources.named() if not await source.glob(p)]
+    if missing:
+        raise TreeError(patterns_error(missing, "the source"))
+    return facts
 
 
-async def _version(source: dagger.Directory) -> str:
-    return (await source.file("VERSION").contents()).strip()
+async def _version(source: dagger.Directory, tree: TreeFacts, python_image: str) -> str:
+    """The tree's version: what its files state, else what its PEP 517 backend says (a step)."""
+    return tree.version or (await packaging.version(python_image, source, tree.package).stdout()).strip().splitlines()[-1]
 
 
 async def _libraries(selection: Selection, source: dagger.Directory, ccache: dagger.Directory | None, jobs: int) -> dagger.Directory:
-    matrix, planned = _container_jobs(selection)
+    matrix, planned = _container_jobs(selection, await _tree(source))
     outcome = await fanout.build_libraries(planned, source, python_image=_python_image(matrix), seed=ccache, limit=_limit(jobs, planned))
     if outcome.failures:
         raise BuildFailed(fanout.failures_md(outcome.failures))
@@ -139,12 +178,12 @@ class BitsandbytesCi:
     """Build, pack, try, audit and release bitsandbytes from the support matrix, one container per job."""
 
     @function
-    def plan(self, backend: Backends = None, version: Versions = None, platform: Platforms = None, archs: Archs = "",
-             format_: Annotated[str, Name("format"), Doc("table, json (every job), markdown (the support matrix) or ci-matrix (the CI shards)")] = "table") -> str:  # fmt: skip
-        """List the jobs the matrix yields for a selection (every platform, with its runner and image)."""
-        matrix = load_matrix()
-        jobs = plan_jobs(matrix, _select(backend, version, platform, archs))
-        return render_plan(format_, matrix, jobs, plan_wheels(matrix, jobs))
+    async def plan(self, source: Source, backend: Backends = None, version: Versions = None, platform: Platforms = None, archs: Archs = "",
+                   format_: Annotated[str, Name("format"), Doc("table, json (every job), markdown (the support matrix) or ci-matrix (the CI shards)")] = "table") -> str:  # fmt: skip
+        """List the jobs the matrix yields for a selection and the tree in `source` (every platform, with its runner and image)."""
+        matrix, tree = load_matrix(), await _tree(source)
+        jobs = plan_jobs(matrix, _select(backend, version, platform, archs), tree)
+        return render_plan(format_, matrix, jobs, plan_wheels(matrix, jobs, tree))
 
     @function
     async def build_cpu(self, source: Source, platform: Platforms = None, ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:
@@ -175,8 +214,8 @@ class BitsandbytesCi:
                            source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH) -> dagger.Directory:  # fmt: skip
         """Pack one wheel per platform from built libraries (py3-none-<platform tag>); `libs` may hold the
         libraries of native runners too (e.g. Windows CUDA DLLs built with `bnb-ci build-cuda`)."""
-        matrix = load_matrix()
-        wheels = plan_wheels(matrix, plan_jobs(matrix, _select(platforms=platform)))
+        matrix, tree = load_matrix(), await _tree(source)
+        wheels = plan_wheels(matrix, plan_jobs(matrix, _select(platforms=platform), tree), tree)
         outcome = fanout.Outcome()
         await fanout.build_wheels(wheels, source, libs, outcome, source_date_epoch=_epoch(source_date_epoch))
         if outcome.failures:
@@ -192,7 +231,7 @@ class BitsandbytesCi:
         if not names:
             msg = "--wheels holds no wheel (*.whl); build them first (dagger call build-all, or build-wheels)"
             raise ValueError(msg)
-        run = await tries.run(load_matrix(), source, wheels, names, script=(await _tree(source)).try_script)
+        run = await tries.run(load_matrix(), source, wheels, names, script=(await _tree(source)).config.try_script)
         if run.exit_code != 0 and not keep_going:
             raise BuildFailed(run.report)
         return dagger.dag.directory().with_new_file("tries.md", run.report).file("tries.md")
@@ -201,8 +240,9 @@ class BitsandbytesCi:
     async def audit_wheels(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")], source: Source,
                            platform: Platforms = None, archs: Archs = "", keep_going: KeepGoing = False) -> dagger.File:  # fmt: skip
         """Check wheels against the plan (platform tag, libraries, arch lists); returns audit.md."""
-        matrix, jobs = _container_jobs(_select(platforms=platform, archs=archs))
-        report, exit_code = await fanout.run_audit(_python_image(matrix), source, wheels, expectations(matrix, jobs))
+        tree = await _tree(source)
+        matrix, jobs = _container_jobs(_select(platforms=platform, archs=archs), tree)
+        report, exit_code = await fanout.run_audit(_python_image(matrix), source, wheels, expectations(matrix, jobs, tree))
         if exit_code != 0 and not keep_going:
             raise BuildFailed(await report.contents())
         return report
@@ -215,15 +255,16 @@ class BitsandbytesCi:
         audit.md, manifest.json, summary.md, failures.md when something failed (see the module's notes on
         failures and --keep-going). With --libs, nothing is built: every planned library of every
         platform (native runners' too) is taken from there, as the final CI job does."""
-        selection = _select(backend, version, platform, archs)
+        selection, tree = _select(backend, version, platform, archs), await _tree(source)
         if libs is None:
-            matrix, planned = _container_jobs(selection)
+            matrix, planned = _container_jobs(selection, tree)
         else:
             matrix = load_matrix()
-            planned = plan_jobs(matrix, selection)
-        settings = fanout.Settings(python_image=_python_image(matrix), version=await _version(source), source_date_epoch=_epoch(source_date_epoch),
-                                   try_script=(await _tree(source)).try_script, limit=_limit(jobs, planned), seed=ccache)  # fmt: skip
-        result, failures = await fanout.build_all(matrix, planned, plan_wheels(matrix, planned), source, settings, libs=libs)
+            planned = plan_jobs(matrix, selection, tree)
+        image = _python_image(matrix)
+        settings = fanout.Settings(python_image=image, version=await _version(source, tree, image), source_date_epoch=_epoch(source_date_epoch),
+                                   tree=tree, limit=_limit(jobs, planned), seed=ccache)  # fmt: skip
+        result, failures = await fanout.build_all(matrix, planned, plan_wheels(matrix, planned, tree), source, settings, libs=libs)
         if failures and not keep_going:
             raise BuildFailed(fanout.failures_md(failures))
         return result
@@ -237,12 +278,14 @@ class BitsandbytesCi:
         """Build the selection twice (as build-all) and compare every artifact's digest: libraries, wheels,
         audit.md, manifest.json. The second build bypasses the engine's cache for every step (a cache-buster
         variable) and runs without ccache. Returns the report; fails when an artifact differs."""
-        matrix, planned = _container_jobs(_select(backend, version, platform, archs))
-        settings = fanout.Settings(python_image=_python_image(matrix), version=await _version(source), source_date_epoch=_epoch(source_date_epoch),
-                                   try_script=(await _tree(source)).try_script, limit=_limit(jobs, planned))  # fmt: skip
+        tree = await _tree(source)
+        matrix, planned = _container_jobs(_select(backend, version, platform, archs), tree)
+        image = _python_image(matrix)
+        settings = fanout.Settings(python_image=image, version=await _version(source, tree, image), source_date_epoch=_epoch(source_date_epoch),
+                                   tree=tree, limit=_limit(jobs, planned))  # fmt: skip
         builds = []
         for fresh in (None, fanout.fresh_env(uuid.uuid4().hex)):
-            result, failures = await fanout.build_all(matrix, planned, plan_wheels(matrix, planned), source, replace(settings, fresh=fresh))
+            result, failures = await fanout.build_all(matrix, planned, plan_wheels(matrix, planned, tree), source, replace(settings, fresh=fresh))
             if failures:
                 raise BuildFailed(fanout.failures_md(failures))
             builds.append(await fanout.file_digests(result))
@@ -256,7 +299,8 @@ class BitsandbytesCi:
         """Resolve every image's digest through the engine; returns images.lock.toml to commit
         (pipeline/src/bitsandbytes_ci/images.lock.toml)."""
         matrix = load_matrix()
-        jobs = plan_jobs(matrix)
+        # every image the matrix can use: the OpenMP trees' CPU images too
+        jobs = [*plan_jobs(matrix), *plan_jobs(matrix, tree=EVERY_IMAGE_TREE)]
         return images.as_file(await images.lock_file([*jobs, *plan_wheels(matrix, jobs)]))
 
     @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
@@ -269,9 +313,9 @@ class BitsandbytesCi:
         """Replace the rolling GitHub pre-release with the wheels (steps `pre-release`, then `github-release`),
         checked against the selection's plan (every platform's wheel with all its libraries, native
         runners' too); returns what was published: renamed wheels, body.md, release.json."""
-        matrix = load_matrix()
-        jobs = plan_jobs(matrix, _select(backend, version, platform, archs))
-        out = release.pre_release(_python_image(matrix), source, wheels, expectations(matrix, jobs),
+        matrix, tree = load_matrix(), await _tree(source)
+        jobs = plan_jobs(matrix, _select(backend, version, platform, archs), tree)
+        out = release.pre_release(_python_image(matrix), source, wheels, expectations(matrix, jobs, tree),
                                   token=token, repository=repository, commit=commit, tag=tag)  # fmt: skip
         return await out.sync()
 
@@ -285,8 +329,8 @@ class BitsandbytesCi:
         """Upload the wheels to the package index (step `bnb_build publish`, files already there are skipped),
         checked against the selection's plan (every platform's wheel with all its libraries); by API token,
         or by trusted publishing when the OIDC secrets are given."""
-        matrix = load_matrix()
-        jobs = plan_jobs(matrix, _select(backend, version, platform, archs))
-        ctr = release.publish(_python_image(matrix), source, wheels, expectations(matrix, jobs), repository_url=repository_url,
+        matrix, tree = load_matrix(), await _tree(source)
+        jobs = plan_jobs(matrix, _select(backend, version, platform, archs), tree)
+        ctr = release.publish(_python_image(matrix), source, wheels, expectations(matrix, jobs, tree), repository_url=repository_url,
                               token=token, oidc_request_url=oidc_request_url, oidc_request_token=oidc_request_token)  # fmt: skip
         return await ctr.stdout()

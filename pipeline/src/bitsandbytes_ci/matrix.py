@@ -33,8 +33,8 @@ FAMILIES = ("cpu", "cuda", "rocm", "xpu")
 Backend = Literal["cpu", "cuda", "hip", "xpu"]
 Runner = Literal["container", "native-runner", "cross"]
 
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_.{}-]+)$")
-_SOURCE = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9_.\-/]+(/\*\*)?$")
+_IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/-]|\{arch\})*(:[A-Za-z0-9_.{}-]+)$")
+_SOURCE = re.compile(r"^(?!/)(?!.*(^|/)\.\.(/|$))([A-Za-z0-9_.\-/]|\{package\})+(/\*\*)?$")
 _EXCLUDED_SOURCE_ROOT = "pipeline/"
 
 
@@ -268,7 +268,7 @@ class Family(_Strict):
     build_type: Literal["Release", "MinSizeRel", "RelWithDebInfo", "Debug"]
     arch_define: str | None = None
     cmake_defines: dict[str, str] = {}
-    sources: tuple[str, ...]
+    sources: tuple[str, ...] = ()  # added to the common ones; a tree's [tool.bitsandbytes-ci.sources] replaces them
     images: tuple[ImageRule, ...] = ()
     setup: tuple[str, ...] = ()
     env: dict[str, str] = {}
@@ -277,6 +277,8 @@ class Family(_Strict):
     native_installs: tuple[NativeInstall, ...] = ()
     audit_exemption: str | None = None
     toolchain: str | None = None  # a cross toolchain of [toolchains] for the platforms it has targets for
+    openmp_toolchain: Literal["gcc"] | None = None  # for trees using OpenMP: build in `images` instead, where a rule covers the platform
+    vendor: tuple[str, ...] = ()  # libraries the wheel step grafts into a wheel when one of this family's libraries needs them
     platforms: tuple[str, ...] = ()
     toolkits: tuple[Toolkit, ...] = ()
     cumulative_arch_rules: bool = False
@@ -370,7 +372,8 @@ class Family(_Strict):
     def image_for(self, platform: str, version: str | None) -> str | None:
         """`name:tag` of the image for (platform, version), or None when no rule covers it."""
         rule = self._image_rule(platform, version)
-        return None if rule is None else rule.image.replace("{version}", version or "")
+        arch = platform.split("-", 1)[1]
+        return None if rule is None else rule.image.replace("{version}", version or "").replace("{arch}", arch)
 
     def image_size_for(self, platform: str, version: str | None) -> float | None:
         """The approximate unpacked size (GB) of that image, or None when no rule covers it."""

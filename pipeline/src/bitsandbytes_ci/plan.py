@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict
 from . import archs as arch_lists
 from .errors import SelectionError, allowed_list, did_you_mean
 from .matrix import Backend, Family, Matrix, Runner
+from .tree import DEFAULT_TREE, TreeFacts
 from .versions import matches, sort_versions
 
 STEP = ["python3", "-m", "bnb_build"]
@@ -92,10 +93,15 @@ class Job(BaseModel):
     archs: list[str]
     cmake_args: list[str]
     library: str
-    sources: list[str]
+    sources: list[str]  # patterns that must select files (the tree named them)
     setup: list[str]
     env: dict[str, str]
-    toolchain: str | None = None  # runner "cross": the matrix's cross toolchain (e.g. "zig")
+    optional_sources: list[str] = []  # the pipeline's defaults: copied where the tree has them
+    toolchain: str | None = None  # "zig" (runner cross: a toolchain file of the pipeline) or "gcc" (OpenMP trees' Linux CPU builds)
+    toolchain_file: str | None = None  # runner cross: the pipeline's toolchain file the native step hands CMake (bnb_build/cmake/)
+    openmp_wanted: bool = False  # the tree's CMake asks for OpenMP (its CPU library should link it)
+    toolkit_components: list[str] = []  # CUDA libraries the tree's CMake links (CUDA::cublas, ...): the toolkit must have them
+    vendor: list[str] = []  # libraries the wheel step grafts into the wheel when this library needs them
     image_gb: float | None = None  # approximate unpacked size of `image` (matrix.toml `size_gb`)
     step_python: str = "python3"  # container jobs: the image's Python that runs the step programs
     compile_memory_gb: float = 1.0  # what one compiler process may take (bounds the compile parallelism)
@@ -118,7 +124,18 @@ class Job(BaseModel):
         argv += ["--platform", self.platform, "--library", self.library]
         if self.archs:
             argv += ["--archs", arch_lists.join(self.archs)]
+        if self.toolchain_file:
+            argv += ["--toolchain", self.toolchain_file]
         return [*argv, "--source", source, "--out", out, "--", *self.cmake_args]
+
+    @property
+    def all_sources(self) -> list[str]:
+        """Every pattern of the job's subset: the required ones, then the optional ones."""
+        return [*self.sources, *self.optional_sources]
+
+    def present_sources(self, root: Path | str) -> list[str]:
+        """The patterns of the subset that apply to the tree at `root` (the optional ones where present)."""
+        return present_patterns(root, self.sources, self.optional_sources)
 
     def inputs(self, *, toolkit: str | None = None) -> dict[str, Any]:
         """What decides this job's output besides its source files: the step command (backend, toolkit
@@ -132,12 +149,14 @@ class Job(BaseModel):
             "setup": list(self.setup),
             "env": dict(sorted(self.env.items())),
             "sources": list(self.sources),
+            "optional_sources": list(self.optional_sources),
         }
 
     def input_digest(self, repo_root: Path | str, *, toolkit: str | None = None, steps_dir: Path | str | None = None) -> str:
         """`bnb_build.inputs.job_digest` of the job's source subset, the step programs and `inputs()`.
         Reads the files under `repo_root`; pure given their contents."""
-        return bnb_inputs.job_digest(repo_root, self.sources, self.inputs(toolkit=toolkit), steps_dir=steps_dir)
+        return bnb_inputs.job_digest(repo_root, self.sources, self.inputs(toolkit=toolkit), steps_dir=steps_dir,
+                                     optional_patterns=self.optional_sources)  # fmt: skip
 
 
 class WheelJob(BaseModel):
@@ -158,10 +177,17 @@ class WheelJob(BaseModel):
     build_job_ids: list[str]
     sources: list[str]
     optional_sources: list[str]
+    package: str = "bitsandbytes"
+    vendor: list[str] = []
 
     def wheel_argv(self, *, libs: str = "libs", source: str = "src", out: str = "out") -> list[str]:
-        return [*STEP, "wheel", "--platform", self.platform, "--plat-tag", self.plat_tag,
+        argv = [*STEP, "wheel", "--platform", self.platform, "--plat-tag", self.plat_tag,
                 "--libs", libs, "--source", source, "--out", out]  # fmt: skip
+        if self.package != "bitsandbytes":
+            argv += ["--package", self.package]
+        for library in self.vendor:
+            argv += ["--vendor", library]
+        return argv
 
     def inputs(self, *, libraries: Mapping[str, str], source_date_epoch: str, toolkit: str | None = None) -> dict[str, Any]:
         """What decides the wheel besides its source files: the step command, the image, the packing
@@ -182,6 +208,12 @@ class WheelJob(BaseModel):
         programs and `inputs()`. Reads the files under `repo_root`; pure given their contents."""
         extra = self.inputs(libraries=libraries, source_date_epoch=source_date_epoch, toolkit=toolkit)
         return bnb_inputs.job_digest(repo_root, self.sources, extra, steps_dir=steps_dir, optional_patterns=self.optional_sources)
+
+
+def present_patterns(root: Path | str, required: Sequence[str], optional: Sequence[str]) -> list[str]:
+    """`required`, then the `optional` patterns that select something under `root` (a folder pattern
+    may select nothing: it stays)."""
+    return [*required, *(p for p in optional if p.endswith("/**") or (Path(root) / p).is_file())]
 
 
 def manifest_argv(*, dist: str = "dist", jobs: str = "jobs.json") -> list[str]:
@@ -205,6 +237,11 @@ def try_argv(*, script: str | None, wine_python: bool = False, wheels: str = "wh
     if wine_python:
         argv += ["--wine-python", WINE_PYTHON_DIR]
     return argv
+
+
+def version_argv(*, source: str = "src", package: str = "bitsandbytes") -> list[str]:
+    """The version step's command line: prints the tree's version (its files, else its PEP 517 backend)."""
+    return [*STEP, "version", "--source", source, "--package", package]
 
 
 def audit_argv(*, wheels: str = "wheels", expect: str = "expect.json", report: str = "audit.md") -> list[str]:
@@ -251,14 +288,15 @@ def wheel_id(platform: str) -> str:
 # ---- planning ------------------------------------------------------------------------------------
 
 
-def plan_jobs(matrix: Matrix, selection: Selection | None = None) -> list[Job]:
-    """The build jobs for `selection`, ordered by platform (matrix order), family, then version."""
+def plan_jobs(matrix: Matrix, selection: Selection | None = None, tree: TreeFacts = DEFAULT_TREE) -> list[Job]:
+    """The build jobs for `selection`, ordered by platform (matrix order), family, then version; `tree`:
+    what is known of the tree being built (its source subsets, whether it uses OpenMP, ...)."""
     selection = selection or Selection()
     families = _selected_families(matrix, selection)
     platforms = _selected_platforms(matrix, selection)
     _check_versions(families, selection)
     jobs = [
-        _job(matrix, name, family, version, platform)
+        _job(matrix, name, family, version, platform, tree)
         for platform in platforms
         for name, family in families
         for version in family.versions_on(platform)
@@ -272,8 +310,10 @@ def plan_jobs(matrix: Matrix, selection: Selection | None = None) -> list[Job]:
     return jobs
 
 
-def plan_wheels(matrix: Matrix, jobs: Sequence[Job]) -> list[WheelJob]:
+def plan_wheels(matrix: Matrix, jobs: Sequence[Job], tree: TreeFacts = DEFAULT_TREE) -> list[WheelJob]:
     """One wheel job per platform that `jobs` build for, in matrix platform order."""
+    sources = list(tree.config.sources.wheel or matrix.wheel.sources)
+    optional = [] if tree.config.sources.wheel else list(matrix.wheel.optional_sources)
     wheels = []
     for platform_id, platform in matrix.platforms.items():
         built = [job for job in jobs if job.platform == platform_id]
@@ -296,48 +336,58 @@ def plan_wheels(matrix: Matrix, jobs: Sequence[Job]) -> list[WheelJob]:
                 runner=platform.runner,
                 libraries=[job.library for job in built],
                 build_job_ids=[job.id for job in built],
-                sources=list(matrix.wheel.sources),
-                optional_sources=list(matrix.wheel.optional_sources),
+                sources=[p.replace("{package}", tree.package) for p in sources],
+                optional_sources=[p.replace("{package}", tree.package) for p in optional],
+                package=tree.package,
+                vendor=sorted({lib for job in built for lib in job.vendor}),
             )
         )
     return wheels
 
 
-def expectations(matrix: Matrix, jobs: Sequence[Job]) -> dict[str, Any]:
-    """What the audit step checks: per wheel its platform tag and libraries; exemptions with reasons."""
+def expectations(matrix: Matrix, jobs: Sequence[Job], tree: TreeFacts = DEFAULT_TREE) -> dict[str, Any]:
+    """What the audit step checks: per wheel its platform tag and libraries (and whether the tree's
+    CMake asks for OpenMP); whether libraries of one backend and architecture must export the same C
+    symbols (the tree declares it); exemptions with reasons."""
     wheels: dict[str, Any] = {}
     exemptions: dict[str, str] = {}
-    for wheel in plan_wheels(matrix, jobs):
+    for wheel in plan_wheels(matrix, jobs, tree):
         libraries = {}
         for job in jobs:
             if job.platform != wheel.platform:
                 continue
             libraries[job.library] = {"backend": job.backend, "archs": list(job.archs)}
+            if job.openmp_wanted:
+                libraries[job.library]["openmp"] = True
             reason = matrix.family(job.family).audit_exemption
             if reason:
                 exemptions[job.library] = reason
         wheels[wheel.platform] = {"plat_tag": wheel.plat_tag, "libraries": libraries}
-    return {"wheels": wheels, "exemptions": dict(sorted(exemptions.items()))}
+    return {"wheels": wheels, "exemptions": dict(sorted(exemptions.items())), "symbol_parity": tree.config.symbol_parity}
 
 
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-def _job(matrix: Matrix, name: str, family: Family, version: str | None, platform_id: str) -> Job:
+def _job(matrix: Matrix, name: str, family: Family, version: str | None, platform_id: str, tree: TreeFacts) -> Job:
     platform = matrix.platforms[platform_id]
     archs = list(family.archs_for(platform_id, version))
     cmake_args = _cmake_args(matrix, family, platform_id, archs)
-    cross = matrix.cross_toolchain(family, platform_id)
+    openmp_build = _openmp_build(family, platform_id, platform.runner, tree)
+    cross = None if openmp_build else matrix.cross_toolchain(family, platform_id)
+    toolchain_file = None
     if cross is not None:  # a Linux container on any host's architecture, or the host with the tool
         image, pinned = matrix.pinned(cross.image)
         image_gb: float | None = cross.image_size_gb
         runner, dagger_platform = "cross", cross.dagger_platform
-        cmake_args += [f"-DCMAKE_TOOLCHAIN_FILE={cross.toolchain_file}", f"-D{cross.target_define}={cross.targets[platform_id]}"]
+        toolchain_file = cross.toolchain_file
+        cmake_args.append(f"-D{cross.target_define}={cross.targets[platform_id]}")
     else:
         template = family.image_for(platform_id, version) if platform.runner == "container" else None
         image, pinned = matrix.pinned(template) if template else (None, False)
         image_gb = family.image_size_for(platform_id, version) if template else None
         runner, dagger_platform = platform.runner, platform.dagger_platform
+    named = tree.config.sources
     return Job(
         id=job_id(family, version, platform_id),
         family=name,  # type: ignore[arg-type]
@@ -353,14 +403,28 @@ def _job(matrix: Matrix, name: str, family: Family, version: str | None, platfor
         archs=archs,
         cmake_args=cmake_args,
         library=matrix.library_name(family, version, platform_id),
-        sources=[*matrix.sources.common, *family.sources],
+        sources=[*(named.common or ()), *(getattr(named, name) or (family.sources if named.common else ()))],
+        optional_sources=[] if named.common else [*matrix.sources.common, *family.sources],
         setup=list(family.setup) if image and cross is None else [],
         env=dict(family.env) if image and cross is None else {},
-        toolchain=family.toolchain if cross is not None else None,
+        toolchain=family.toolchain if cross is not None else family.openmp_toolchain if openmp_build else None,
+        toolchain_file=toolchain_file,
         image_gb=image_gb,
         step_python=family.step_python if image and cross is None else "python3",
         compile_memory_gb=family.compile_memory_gb,
+        openmp_wanted=tree.uses_openmp and name == "cpu",
+        toolkit_components=list(tree.cuda_components) if family.backend == "cuda" else [],
+        vendor=list(family.vendor) if openmp_build else [],
     )
+
+
+def _openmp_build(family: Family, platform_id: str, runner: str, tree: TreeFacts) -> bool:
+    """Whether this family builds for `platform_id` with its OpenMP toolchain (gcc in its image): the
+    tree asks for it (cpu-toolchain = "gcc"), or uses OpenMP and leaves the choice to the pipeline."""
+    if family.openmp_toolchain is None or runner != "container" or family.image_for(platform_id, None) is None:
+        return False
+    choice = tree.config.cpu_toolchain
+    return choice == "gcc" or (choice == "auto" and tree.uses_openmp)
 
 
 def _cmake_args(matrix: Matrix, family: Family, platform_id: str, archs: list[str]) -> list[str]:

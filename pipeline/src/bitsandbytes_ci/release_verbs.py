@@ -125,7 +125,7 @@ def run_step(argv: Sequence[str], invocation: Invocation) -> None:
 
 def _write_expect(invocation: Invocation, folder: Path) -> Path:
     path = folder / "expect.json"
-    path.write_text(json.dumps(expectations(invocation.matrix, invocation.jobs), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(expectations(invocation.matrix, invocation.jobs, invocation.tree), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
 
 

@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bnb_build import native as bnb_native
+
 from .plan import Job
+
+PIPELINE_CMAKE_DIR = bnb_native.CMAKE_DIR
+"""The pipeline's own CMake files (toolchain files, project.cmake), beside the step programs."""
 
 Kind = Literal["cuda", "rocm", "oneapi"]
 
@@ -45,9 +50,20 @@ CUDA_ROOTS_ENV = "BNB_CUDA_ROOTS"
 CUDA_WHEELS_PREFIX = ".cuda-wheels/nvidia/cu13"
 """Where tools/install-cuda-wheels.sh assembles a CUDA 13 toolkit from PyPI wheels (repository-relative)."""
 
-DEBIAN_ROCM_TOOLCHAIN = "cmake/toolchains/debian-rocm.cmake"
-"""CMake toolchain file for Debian's ROCm packages, relative to the job's source folder (CMake resolves a
-relative CMAKE_TOOLCHAIN_FILE against the build folder, then the source folder)."""
+DEBIAN_ROCM_TOOLCHAIN = str(PIPELINE_CMAKE_DIR / "debian-rocm.cmake")
+"""The pipeline's CMake toolchain file for Debian's ROCm packages (it ships with the step programs)."""
+
+CUDA_COMPONENT_FILES = {
+    "cublas": ("cublas_v2.h", "libcublas"),
+    "cublasLt": ("cublasLt.h", "libcublasLt"),
+    "cusparse": ("cusparse.h", "libcusparse"),
+    "curand": ("curand.h", "libcurand"),
+    "cufft": ("cufft.h", "libcufft"),
+    "cusolver": ("cusolverDn.h", "libcusolver"),
+    "nvrtc": ("nvrtc.h", "libnvrtc"),
+}
+"""A CUDA:: target -> (its header, its library's file name stem): what a toolkit must hold to link it."""
+CUBLAS_WHEELS_HINT = "tools/install-cuda-wheels.sh --with-cublas PREFIX (NVIDIA's nvidia-cublas wheel from PyPI), then BNB_CUDA_ROOTS=PREFIX/nvidia/cu13"
 
 OWNED_VARIABLES = (
     "CUDACXX", "CUDAToolkit_ROOT", "CUDA_PATH", "HIP_PLATFORM", "ROCM_PATH", "CMAKE_TOOLCHAIN_FILE",
@@ -437,12 +453,31 @@ def _with(base: Mapping[str, str], changes: Mapping[str, str], *, path_first: Se
     return {**base, **changes}, changes
 
 
+def missing_cuda_components(root: Path, components: Sequence[str]) -> list[str]:
+    """The CUDA:: targets of `components` whose header or library the toolkit at `root` lacks."""
+    missing = []
+    for component in components:
+        header, stem = CUDA_COMPONENT_FILES.get(component, (None, f"lib{component}"))
+        has_header = header is None or (root / "include" / header).is_file()
+        has_library = any(any(folder.glob(f"{stem}.so*")) or any(folder.glob(f"{stem}*.dll")) or any(folder.glob(f"{stem}*.lib"))
+                          for folder in (root / "lib", root / "lib64", root / "lib" / "x64", root / "bin") if folder.is_dir())  # fmt: skip
+        if not (has_header and has_library):
+            missing.append(component)
+    return missing
+
+
 def _cuda(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
     wanted = _wanted(job)
     match = next((i for i in host.cuda if i.major_minor == wanted), None)
     if match is None:
         found = ", ".join(f"{i.major_minor} at {i.root}" for i in host.cuda) or "none"
         return Skip(f"no nvcc {wanted} on this host (found: {found})")
+    with_components = [i for i in host.cuda if i.major_minor == wanted and not missing_cuda_components(i.root, job.toolkit_components)]
+    if not with_components:
+        missing = missing_cuda_components(match.root, job.toolkit_components)
+        targets = ", ".join(f"CUDA::{c}" for c in missing)
+        return Skip(f"the tree links {targets}, and the CUDA {wanted} at {match.root} has no {', '.join(missing)}; add it: {CUBLAS_WHEELS_HINT}")
+    match = with_components[0]
     env, changes = _with(base, {"CUDACXX": str(match.compiler), "CUDAToolkit_ROOT": str(match.root)}, path_first=[match.root / "bin"])
     return Runnable(env, f"nvcc {match.version} at {match.root}", changes)
 

@@ -1,33 +1,64 @@
-"""The built tree's own settings: `[tool.bitsandbytes-ci]` of its pyproject.toml.
+"""The tree being built: its own settings (`[tool.bitsandbytes-ci]` of its pyproject.toml) and what the
+pipeline reads from its files (version, package, what its CMake asks for).
 
-A tree configures the pipeline the way cibuildwheel reads `[tool.cibuildwheel]`: what it sets
-overrides the pipeline's defaults (matrix.toml), what it leaves out keeps them, and a tree with no such
-table builds with the defaults. Keys are kebab-case; an unknown key is an error with the closest
-known key as a suggestion.
+The pipeline builds any bitsandbytes-shaped tree: CMake with COMPUTE_BACKEND, a Python package, any
+PEP 517 backend. A tree configures the pipeline the way cibuildwheel reads `[tool.cibuildwheel]`: what
+it sets overrides the pipeline's defaults (matrix.toml), what it leaves out keeps them, and a tree
+with no such table builds with the defaults. Keys are kebab-case; an unknown key is an error with
+the closest known key as a suggestion.
 
     [tool.bitsandbytes-ci]
+    package = "bitsandbytes"              # the package folder the libraries go into (default)
     try-script = "tests/wheel_smoke.py"   # run by try-wheels with each wheel installed
+    symbol-parity = true                  # libraries of one backend and architecture export the same C symbols
+    cpu-toolchain = "auto"                # auto: gcc in the manylinux image on Linux when the CMake uses OpenMP, else zig
+    [tool.bitsandbytes-ci.sources]        # source subsets: each list replaces the default
+    common = ["CMakeLists.txt", "cmake/**", "csrc/common/**"]
+    cuda = ["csrc/cuda/**"]               # added to common for CUDA jobs (also: cpu, rocm, xpu, wheel)
 
-`load_tree_config(source)` reads it on the host; the Dagger module reads the same text from the source
-Directory and hands it to `tree_config_from_text`.
+Source patterns a tree names must each select a file (an error names the pattern otherwise); the
+defaults (matrix.toml `[sources]`) are copied where present, so they fit any layout.
+
+Facts (`TreeFacts`) come from the tree's files, never from running it: the version (VERSION, else a
+static `[project] version`, else the package's `__version__`, else setup.py's literal version; the
+host asks the PEP 517 backend as a last resort, `bnb_build.version`), whether its CMake calls
+`find_package(OpenMP)`, and which CUDA toolkit libraries it links (`CUDA::cublas`, ...).
+`read_tree(source)` reads them on the host; the Dagger module hands the same texts from the source
+Directory to `tree_from_texts`.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from bnb_build import inputs
+from bnb_build.version import static_version
 
 from .errors import PipelineError, allowed_list, did_you_mean
 
 TABLE = "bitsandbytes-ci"
 PYPROJECT = "pyproject.toml"
+DEFAULT_PACKAGE = "bitsandbytes"
+SOURCE_KEYS = ("common", "cpu", "cuda", "rocm", "xpu", "wheel")
+
+CMAKE_FILE = re.compile(r"(^|/)(CMakeLists\.txt|[^/]+\.cmake)$")
+CMAKE_SOURCES = ("CMakeLists.txt", "cmake/**", "csrc/**")
+"""Where the CMake files read for facts are (the top-level CMakeLists.txt and what it includes)."""
+_FIND_OPENMP = re.compile(r"find_package\s*\(\s*OpenMP\b", re.IGNORECASE)
+_CUDA_TARGET = re.compile(r"\bCUDA::(\w+)")
+CUDA_RUNTIME_TARGETS = {"cudart", "cudart_static", "cuda_driver", "toolkit"}
+"""CUDA:: targets every CUDA toolkit provides (not worth a check)."""
 
 
-class TreeConfigError(PipelineError):
-    """The tree's `[tool.bitsandbytes-ci]` table is not valid."""
+class TreeError(PipelineError):
+    """The tree is not one the pipeline can build, or its settings are not valid."""
 
     exit_code = 2
 
@@ -36,12 +67,8 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
-class TreeConfig(BaseModel):
-    """What a tree may set (every field optional; None keeps the pipeline's default)."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=_kebab, populate_by_name=True)
-
-    try_script: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -49,10 +76,46 @@ class TreeConfig(BaseModel):
         if isinstance(data, dict):
             allowed = [_kebab(name) for name in cls.model_fields]
             for key in data:
-                if key not in allowed:
+                if key not in allowed and key not in cls.model_fields:  # the field name works in code
                     msg = f"unknown key {key!r}{did_you_mean(str(key), allowed)}; allowed: {allowed_list(allowed)}"
                     raise ValueError(msg)
         return data
+
+
+def _check_patterns(patterns: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    for pattern in patterns or ():
+        try:
+            inputs.check_pattern(pattern)  # the same rule as the matrix's and the steps'
+        except inputs.UsageError as e:
+            raise ValueError(str(e)) from None
+    return patterns
+
+
+class TreeSources(_Strict):
+    """Source subsets (each replaces the pipeline's default; None keeps it)."""
+
+    common: tuple[str, ...] | None = None
+    cpu: tuple[str, ...] | None = None
+    cuda: tuple[str, ...] | None = None
+    rocm: tuple[str, ...] | None = None
+    xpu: tuple[str, ...] | None = None
+    wheel: tuple[str, ...] | None = None
+
+    check = field_validator(*SOURCE_KEYS)(_check_patterns)
+
+    def named(self) -> list[str]:
+        """Every pattern the tree names."""
+        return [p for key in SOURCE_KEYS for p in getattr(self, key) or ()]
+
+
+class TreeConfig(_Strict):
+    """What a tree may set (every field optional; None keeps the pipeline's default)."""
+
+    package: str | None = None
+    try_script: str | None = None
+    symbol_parity: bool = False
+    cpu_toolchain: Literal["auto", "zig", "gcc"] = "auto"
+    sources: TreeSources = TreeSources()
 
     @field_validator("try_script")
     @classmethod
@@ -62,29 +125,128 @@ class TreeConfig(BaseModel):
             raise ValueError(msg)
         return value
 
+    @field_validator("package")
+    @classmethod
+    def _package(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            msg = f"package {value!r} is not a Python package name"
+            raise ValueError(msg)
+        return value
+
+
+@dataclass(frozen=True)
+class TreeFacts:
+    """What the pipeline read from the tree's files."""
+
+    config: TreeConfig
+    version: str | None
+    package: str
+    uses_openmp: bool
+    cuda_components: tuple[str, ...]  # CUDA:: targets its CMake links beyond the runtime, e.g. ("cublas", "cublasLt")
+
+
+DEFAULT_TREE = TreeFacts(TreeConfig(), None, DEFAULT_PACKAGE, False, ())
+"""A tree nothing is known about (the plan's defaults)."""
+
 
 def tree_config_from_text(text: str | None, *, origin: str = PYPROJECT) -> TreeConfig:
     """The `[tool.bitsandbytes-ci]` table of a pyproject.toml's text (None or no table: the defaults)."""
-    if text is None:
-        return TreeConfig()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        msg = f"{origin}: not valid TOML ({e})"
-        raise TreeConfigError(msg) from None
-    table = data.get("tool", {}).get(TABLE, {})
+    table = _pyproject(text, origin).get("tool", {}).get(TABLE, {})
     if not isinstance(table, dict):
         msg = f"{origin}: [tool.{TABLE}] must be a table"
-        raise TreeConfigError(msg)
+        raise TreeError(msg)
     try:
         return TreeConfig.model_validate(table)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in item['loc']) or TABLE}: {item['msg'].removeprefix('Value error, ')}" for item in e.errors())
         msg = f"{origin} [tool.{TABLE}]: {problems}"
-        raise TreeConfigError(msg) from None
+        raise TreeError(msg) from None
 
 
-def load_tree_config(source: Path) -> TreeConfig:
-    """The tree's settings from `<source>/pyproject.toml` (a tree without one builds with the defaults)."""
-    path = Path(source) / PYPROJECT
-    return tree_config_from_text(path.read_text(encoding="utf-8") if path.is_file() else None, origin=str(path))
+def _pyproject(text: str | None, origin: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = f"{origin}: not valid TOML ({e})"
+        raise TreeError(msg) from None
+
+
+def tree_from_texts(texts: Mapping[str, str], *, origin: str = "the tree") -> TreeFacts:
+    """The facts of a tree from the texts of its files that matter (path relative to its root ->
+    text): pyproject.toml, VERSION, setup.py, <package>/__init__.py, every CMakeLists.txt and *.cmake.
+    Pure: both executors hand it what they read."""
+    config = tree_config_from_text(texts.get(PYPROJECT), origin=f"{origin}/{PYPROJECT}")
+    package = config.package or DEFAULT_PACKAGE
+    version = static_version(
+        version_file=texts.get("VERSION"),
+        pyproject=texts.get(PYPROJECT),
+        package_init=texts.get(f"{package}/__init__.py"),
+        setup_py=texts.get("setup.py"),
+    )
+    cmake = "\n".join(text for path, text in sorted(texts.items()) if CMAKE_FILE.search(path))
+    components = sorted({m for m in _CUDA_TARGET.findall(cmake)} - CUDA_RUNTIME_TARGETS)
+    return TreeFacts(config, version, package, bool(_FIND_OPENMP.search(cmake)), tuple(components))
+
+
+def wanted_files(package: str) -> list[str]:
+    """The files (besides the CMake files) whose texts `tree_from_texts` reads."""
+    return [PYPROJECT, "VERSION", "setup.py", f"{package}/__init__.py"]
+
+
+def read_tree(source: Path) -> TreeFacts:
+    """The facts of the tree at `source` (host side); refuses a folder that is not a tree to build."""
+    root = check_tree(source)
+    config = tree_config_from_text(_read(root / PYPROJECT), origin=str(root / PYPROJECT))
+    package = config.package or DEFAULT_PACKAGE
+    texts = {rel: text for rel in wanted_files(package) if (text := _read(root / rel)) is not None}
+    for rel in inputs.expand_optional(root, CMAKE_SOURCES):
+        if CMAKE_FILE.search(rel):
+            texts[rel] = _read(root / rel) or ""
+    facts = tree_from_texts(texts, origin=str(root))
+    check_package(root, facts.package)
+    missing = missing_patterns(root, facts.config.sources.named())
+    if missing:
+        raise TreeError(patterns_error(missing, root))
+    return facts
+
+
+def check_tree(source: Path) -> Path:
+    """`source` as an absolute path, if it holds a CMakeLists.txt (the native library's build)."""
+    root = Path(source).absolute()
+    if not (root / "CMakeLists.txt").is_file():
+        msg = (
+            f"--source {root} is not a tree the pipeline can build: it has no CMakeLists.txt (the native "
+            "library's build); run bnb-ci from the repository root or pass --source DIR"
+        )
+        raise TreeError(msg)
+    return root
+
+
+def check_package(root: Path, package: str) -> None:
+    if not (root / package / "__init__.py").is_file():
+        msg = (
+            f"--source {root} has no Python package {package!r} (no {package}/__init__.py) for the libraries to go into; "
+            f"name it with `package = \"...\"` under [tool.{TABLE}] of its pyproject.toml"
+        )
+        raise TreeError(msg)
+
+
+def missing_patterns(root: Path, patterns: list[str]) -> list[str]:
+    """The patterns that select no file under `root`."""
+    return [p for p in patterns if not inputs.expand_optional(root, [p])]
+
+
+def patterns_error(missing: list[str], where: object) -> str:
+    return (
+        f"[tool.{TABLE}] sources: {', '.join(repr(p) for p in missing)} select(s) no file in {where}; "
+        "fix the pattern (an exact file, or a folder followed by /**) or remove it"
+    )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+from bnb_build.version import tree_version
 
 from .errors import PipelineError
 from .local import (
@@ -45,7 +46,6 @@ from .local import (
     Console,
     HostSettings,
     built_jobs,
-    check_source,
     input_digests,
     libraries_from_dir,
     packed_wheels,
@@ -70,7 +70,7 @@ from .outputs import (
 from .results import JobResult, any_failed, render_summary
 from .summary import append_step_summary, render_summary_md
 from .toolchains import detect_host, host_platform, step_environment
-from .tree import load_tree_config
+from .tree import check_tree
 
 if TYPE_CHECKING:
     from .cli import Handler, Invocation
@@ -89,7 +89,7 @@ class WheelsMissingError(PipelineError):
 
 def host_settings(invocation: Invocation) -> HostSettings:
     options = invocation.options
-    repo = check_source(Path(options.get("source") or "."))
+    repo = check_tree(Path(options.get("source") or "."))
     cache = Path(options.get("cache_dir") or repo / CACHE_DIR_NAME).absolute()
     host = detect_host(invocation.env, python=sys.executable, repo=repo, platform=host_platform(platform.system(), platform.machine()))
     epoch = source_date_epoch(options.get("source_date_epoch"))
@@ -102,6 +102,7 @@ def host_settings(invocation: Invocation) -> HostSettings:
         base_env=base,
         source_date_epoch=epoch,
         keep_going=bool(options.get("keep_going")),
+        tree=invocation.tree,
     )
 
 
@@ -122,12 +123,29 @@ def _run(console: Console, work: Callable[..., Awaitable[T]], *args: object) -> 
         raise
 
 
-def _finish(console: Console, results: Sequence[JobResult], written: str) -> int:
+def _finish(console: Console, results: Sequence[JobResult], written: str, *, explicit: bool = False) -> int:
+    """Print the summary; the exit code: 1 when a job failed, or when an `explicit` selection (the
+    user asked for these jobs) built none of its libraries here."""
     console.close()
     console.line("")
     console.line(render_summary(results))
     console.line(written)
+    libraries = [r for r in results if r.kind == "library"]
+    if explicit and libraries and not any(r.status == "built" for r in libraries):
+        console.line(f"\nnothing of the selection can be built on this host ({len(libraries)} job(s) skipped, reasons above); {DOCTOR_HINT}")
+        return FAILED_EXIT
     return FAILED_EXIT if any_failed(results) else 0
+
+
+DOCTOR_HINT = "`bnb-ci doctor` lists the toolkits this host has, the jobs they build, and how to install the missing ones"
+
+
+def _explicit(invocation: Invocation) -> bool:
+    """Whether the user asked for specific jobs: a build-<backend> verb, or any selection option."""
+    selection = invocation.selection
+    return invocation.verb.startswith("build-") and invocation.verb not in ("build-all", "build-wheels") or bool(
+        selection.platforms or selection.versions or selection.archs or selection.backends
+    )
 
 
 def build_libraries(invocation: Invocation) -> int:
@@ -137,7 +155,7 @@ def build_libraries(invocation: Invocation) -> int:
     console = _start(invocation, settings)
     results = _run(console, run_builds, invocation.jobs, settings, console)
     written = publish_libraries(out, results)
-    return _finish(console, results, f"libraries: {len(written)} written under {out}")
+    return _finish(console, results, f"libraries: {len(written)} written under {out}", explicit=_explicit(invocation))
 
 
 def build_wheels(invocation: Invocation) -> int:
@@ -156,7 +174,7 @@ def build_wheels(invocation: Invocation) -> int:
     packed = [(path, p) for p, path in packed_wheels(wheels).items()]
     mark_wheel_set(out / WHEELS_SUBDIR, [*builds, *wheels], packed=bool(packed))
     written = publish_wheels(out / WHEELS_SUBDIR, packed, invocation.matrix)
-    return _finish(console, [*builds, *wheels], f"wheels: {len(written)} written to {out / WHEELS_SUBDIR}")
+    return _finish(console, [*builds, *wheels], f"wheels: {len(written)} written to {out / WHEELS_SUBDIR}", explicit=_explicit(invocation) and not libs)
 
 
 def _wheels_option(invocation: Invocation) -> tuple[Path, list[Path]]:
@@ -204,7 +222,7 @@ def build_all(invocation: Invocation) -> int:
     console = _start(invocation, settings)
 
     libs = invocation.options.get("libs")
-    script = load_tree_config(settings.repo).try_script
+    script = invocation.tree.config.try_script
 
     async def run() -> list[JobResult]:
         builds = libraries_from_dir(invocation.jobs, Path(libs).absolute(), missing="failed") if libs else await run_builds(invocation.jobs, settings, console)
@@ -221,11 +239,11 @@ def build_all(invocation: Invocation) -> int:
         reports={"tries.md": _report(tried), "audit.md": _report(audit)},
         results=results,
         digests=input_digests(invocation.jobs, settings.repo),
-        version=(settings.repo / "VERSION").read_text(encoding="utf-8").strip(),
+        version=invocation.tree.version or tree_version(settings.repo, invocation.env, invocation.tree.package),
         source_date_epoch=settings.source_date_epoch,
     )
     summary = write_summary(invocation, out, results, wall_s=time.monotonic() - started)
-    return _finish(console, results, f"outputs: {out} (manifest: {manifest}, summary: {summary})")
+    return _finish(console, results, f"outputs: {out} (manifest: {manifest}, summary: {summary})", explicit=_explicit(invocation) and not libs)
 
 
 def _report(result: JobResult) -> Path | None:
@@ -245,7 +263,7 @@ def test_wheels(invocation: Invocation) -> int:
             msg = f"--wheels {wheels_dir} holds two wheels for {platform_id} ({wheels[platform_id].name}, {wheel.name}); keep one per platform"
             raise WheelsMissingError(msg)
         wheels[platform_id] = wheel
-    result = _run(console, run_tries, wheels, load_tree_config(settings.repo).try_script, settings, console)
+    result = _run(console, run_tries, wheels, invocation.tree.config.try_script, settings, console)
     report = _report(result)
     written = f"try report: {publish_file(report, out / 'tries.md')}" if report is not None else "try report: not written"
     return _finish(console, [result], written)

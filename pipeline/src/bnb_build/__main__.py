@@ -15,6 +15,7 @@ STEPS = {
     "publish": "verify wheels, then upload them with twine --skip-existing (token: $PYPI_TOKEN)",
     "manifest": "describe a build-all output folder in manifest.json (artifacts, jobs, digests)",
     "try-wheels": "install each wheel into a clean environment of its platform and run a script",
+    "version": "print the version of the tree being built (its files, else its PEP 517 backend)",
 }
 
 # Steps whose module name differs from the step name.

@@ -73,6 +73,14 @@ def expand(root: Path | str, patterns: Iterable[str]) -> List[str]:
     return sorted(found)
 
 
+def expand_optional(root: Path | str, patterns: Iterable[str]) -> List[str]:
+    """Like :func:`expand`, but an exact file that is missing selects nothing instead of failing
+    (patterns copied where the tree has them)."""
+    root = Path(root)
+    present = [p for p in patterns if check_pattern(p).endswith(FOLDER_SUFFIX) or (root / p).is_file()]
+    return expand(root, present)
+
+
 def _files_below(root: Path, folder: str) -> Iterable[str]:
     base = root / folder
     if not base.is_dir():

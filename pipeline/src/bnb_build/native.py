@@ -3,7 +3,8 @@
 Command line (docs/contracts.md; run in the job's work directory with relative paths)::
 
     python3 -m bnb_build native --job-id ID --backend B [--toolkit-version V] --platform P
-        --library NAME [--archs "75;80"] --source src --out out [--build-dir build] -- <cmake args>
+        --library NAME [--archs "75;80"] [--toolchain zig.cmake] --source src --out out
+        [--build-dir build] -- <cmake args>
 
 What it does, in order:
 
@@ -11,10 +12,16 @@ What it does, in order:
 2. computes the input digest (every file below ``--source`` plus backend, toolkit, archs, flags);
 3. configures with ``cmake -S <source> -B <build-dir>`` (``-G Ninja`` when ninja is on PATH,
    ``-DCOMPUTE_BACKEND``, ``-DCOMPUTE_CAPABILITY`` or ``-DBNB_ROCM_ARCH`` from ``--archs``, ccache as
-   compiler launcher when it is on PATH and ``BNB_NO_CCACHE`` is not ``1``), then builds;
-   CMake writes the library into a staging folder inside ``--out``;
-4. checks that the one library produced is ``--library`` (a different name means the toolkit found
-   is not the one the job asked for);
+   compiler launcher when it is on PATH and ``BNB_NO_CCACHE`` is not ``1``), then builds with the
+   compile parallelism of ``resources.py``. The pipeline brings its own build files (``cmake/`` beside
+   this module), so the tree needs none of them: ``--toolchain`` names a toolchain file there
+   (``-DCMAKE_TOOLCHAIN_FILE``), and ``project.cmake`` is included after the tree's ``project()``
+   (``-DCMAKE_PROJECT_INCLUDE``: reproducible binaries, and a report of whether OpenMP was asked for
+   and found);
+4. finds ``--library`` wherever CMake put it: the staging folder inside ``--out`` (trees that honour
+   ``-DBNB_OUTPUT_DIR``), else the build folder, else the source folder (trees that write into their
+   package folder); a library of another name instead means the toolkit found is not the one the job
+   asked for;
 5. moves ``<library>`` and ``<library>.build-info.json`` into ``<out>/<os>/<arch>/``.
 
 The build runs with ``SOURCE_DATE_EPOCH`` (kept from the environment, else a fixed default),
@@ -29,6 +36,7 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -65,6 +73,7 @@ class NativeJob:
     out: Path
     build_dir: Path
     cmake_args: Tuple[str, ...]  # the arguments after "--"
+    toolchain: Optional[str] = None  # a toolchain file of the pipeline's cmake/ folder
 
     @property
     def output_dir(self) -> Path:
@@ -98,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--platform", required=True, help="platform id, e.g. linux-x86_64")
     p.add_argument("--library", required=True, help="expected library file, e.g. libbitsandbytes_cuda130.so")
     p.add_argument("--archs", default="", help='";"-separated GPU archs, e.g. "75;90" or "gfx90a"')
+    p.add_argument("--toolchain", default=None, help=f"a toolchain file of the pipeline ({', '.join(TOOLCHAINS)})")
     p.add_argument("--source", required=True, type=Path, help="folder with the job's sources")
     p.add_argument("--out", required=True, type=Path, help="output folder (<out>/<os>/<arch>/...)")
     p.add_argument("--build-dir", default=Path("build"), type=Path, help="CMake build folder (default: build)")
@@ -132,10 +142,25 @@ def parse_args(argv: Sequence[str]) -> NativeJob:
         out=ns.out,
         build_dir=ns.build_dir,
         cmake_args=tuple(cmake_args),
+        toolchain=_check_toolchain(ns.toolchain),
     )
     _check_cmake_args(job)
     _check_folders(job)
     return job
+
+
+CMAKE_DIR = Path(__file__).resolve().parent / "cmake"
+"""The pipeline's own CMake files: toolchain files and project.cmake."""
+TOOLCHAINS = ("zig.cmake", "debian-rocm.cmake")
+PROJECT_INCLUDE = CMAKE_DIR / "project.cmake"
+CONFIGURE_REPORT = "bnb-configure.json"
+
+
+def _check_toolchain(name: Optional[str]) -> Optional[str]:
+    if name is not None and name not in TOOLCHAINS:
+        msg = f"--toolchain {name!r} is not a toolchain file of the pipeline; allowed: {', '.join(TOOLCHAINS)}"
+        raise UsageError(msg)
+    return name
 
 
 def _check_cmake_args(job: NativeJob) -> None:
@@ -195,6 +220,9 @@ def configure_args(
     if ninja is not None:
         args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
     args.append(f"-DBNB_OUTPUT_DIR={(job.staging_dir / job.platform.os / job.platform.arch).resolve()}")
+    args.append(f"-DCMAKE_PROJECT_INCLUDE={PROJECT_INCLUDE}")
+    if job.toolchain is not None:
+        args.append(f"-DCMAKE_TOOLCHAIN_FILE={CMAKE_DIR / job.toolchain}")
     if ccache is not None:
         args += [f"-DCMAKE_{lang}_COMPILER_LAUNCHER={ccache}" for lang in LAUNCHER_LANGUAGES]
     return args + job.flags
@@ -245,6 +273,7 @@ def build_info(
     library_sha256: str,
     compilers: Mapping[str, Mapping[str, str]],
     inputs_digest: str,
+    openmp: Optional[Mapping[str, bool]] = None,
 ) -> Dict[str, object]:
     return {
         "schema_version": BUILD_INFO_SCHEMA,
@@ -258,6 +287,8 @@ def build_info(
         "compilers": {k: dict(v) for k, v in compilers.items()},
         "flags": job.flags,
         "inputs_digest": inputs_digest,
+        "toolchain": job.toolchain,
+        "openmp": dict(openmp or {"asked": False, "found": False}),
     }
 
 
@@ -274,8 +305,28 @@ def inputs_digest(job: NativeJob) -> str:
         "library": job.library,
         "archs": list(job.archs),
         "flags": job.flags,
+        "toolchain": job.toolchain,
     }
     return inputs.digest(job.source, inputs.all_files(job.source), extra)
+
+
+_FIND_OPENMP = re.compile(r"find_package\s*\(\s*OpenMP\b", re.IGNORECASE)
+
+
+def openmp_report(job: NativeJob) -> Dict[str, bool]:
+    """Whether the tree asked for OpenMP (its CMake files call find_package(OpenMP), or the configure
+    ran it) and whether the configure found it (project.cmake's report)."""
+    report: Dict[str, bool] = {"asked": False, "found": False}
+    path = job.build_dir / CONFIGURE_REPORT
+    if path.is_file():
+        try:
+            report.update({k: bool(v) for k, v in json.loads(path.read_text(encoding="utf-8")).get("openmp", {}).items()})
+        except ValueError:
+            pass
+    if not report["asked"]:
+        cmake_files = [rel for rel in inputs.all_files(job.source) if rel.endswith(("CMakeLists.txt", ".cmake"))]
+        report["asked"] = any(_FIND_OPENMP.search((job.source / rel).read_text(errors="replace")) for rel in cmake_files)
+    return report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,18 +353,23 @@ def build(job: NativeJob, env: Mapping[str, str]) -> Path:
     remove_tree(job.staging_dir)
     staged = job.staging_dir / job.platform.os / job.platform.arch
     staged.mkdir(parents=True)
+    started = time.time() - 1  # file times of some file systems are coarse
     try:
         process.run(configure_args(job, cmake=cmake, ninja=ninja, ccache=ccache), env=run_env)
         parallel = resources.parallelism_from_env(run_env)
         print(f"compile parallelism: {parallel} (cpus {resources.available_cpus()}, memory {resources.available_memory_gb():.1f} GB)", flush=True)
         process.run(build_args(job, cmake=cmake, parallel=parallel), env=run_env)
         compilers = compiler_info(job.build_dir)
-        library = _produced_library(job, staged, compilers)
+        library = _produced_library(job, staged, compilers, since=started)
+        openmp = openmp_report(job)
+        if openmp["asked"] and not openmp["found"]:
+            print(f"OpenMP: the tree asks for it, and this toolchain has none: {job.library} is built without it", flush=True)
         info = build_info(
             job,
             library_sha256=inputs.file_sha256(library),
             compilers=compilers,
             inputs_digest=digest,
+            openmp=openmp,
         )
         write_text_atomic(staged / (job.library + BUILD_INFO_SUFFIX), render_build_info(info))
         # The library first, its build-info last: a build-info.json means the library beside it is complete.
@@ -326,24 +382,49 @@ def build(job: NativeJob, env: Mapping[str, str]) -> Path:
     return final
 
 
-def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapping[str, str]]) -> Path:
+def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapping[str, str]], *, since: float = 0.0) -> Path:
+    """The library the build wrote, moved into ``staged``: CMake's output folder when the tree honours
+    BNB_OUTPUT_DIR, else wherever it landed in the build or source folder (only files written by this
+    build count, so a library left from an earlier build is never taken)."""
     produced = sorted(p.name for p in staged.iterdir() if is_library_file(p.name, job.platform))
     if produced == [job.library]:
         return staged / job.library
+    found = _written_since(job, since)
+    wanted = [p for p in found if p.name == job.library]
+    if not produced and wanted:
+        newest = max(wanted, key=lambda p: p.stat().st_mtime)
+        print(f"found {job.library} at {newest} (the tree's CMake chose where it goes)", flush=True)
+        target = staged / job.library
+        move_into_place(newest, target, mode=0o755)
+        return target
+    produced = produced or sorted({p.name for p in found})
     if not produced:
         msg = (
-            f"CMake produced no libbitsandbytes_* library in {staged} for job {job.job_id}; "
-            "check that CMakeLists.txt honours BNB_OUTPUT_DIR"
+            f"CMake produced no libbitsandbytes_* library for job {job.job_id}: none in its output folder "
+            f"({staged}), the build folder or the source folder; check the tree's CMakeLists.txt"
         )
         raise BuildMismatch(msg)
-    found = ", ".join(f"{lang} {c['id']} {c['version']}" for lang, c in sorted(compilers.items()))
+    found_compilers = ", ".join(f"{lang} {c['id']} {c['version']}" for lang, c in sorted(compilers.items()))
     msg = (
         f"the toolkit found does not match the job {job.job_id}: it asks for {job.library}"
         f"{' (toolkit ' + job.toolkit_version + ')' if job.toolkit_version else ''} but the build produced "
-        f"{', '.join(produced)} (compilers found: {found}); put the wanted toolkit first on PATH or set "
+        f"{', '.join(produced)} (compilers found: {found_compilers}); put the wanted toolkit first on PATH or set "
         "CUDACXX / CUDAToolkit_ROOT / HIP_PLATFORM accordingly"
     )
     raise BuildMismatch(msg)
+
+
+def _written_since(job: NativeJob, since: float) -> List[Path]:
+    """Libraries of the job's platform written into the build or source folder since ``since``."""
+    found = []
+    for root in (job.build_dir, job.source):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in ("CMakeFiles", ".git")]
+            for name in filenames:
+                path = Path(dirpath) / name
+                if is_library_file(name, job.platform) and not path.is_symlink() and path.stat().st_mtime >= since:
+                    found.append(path)
+    return found
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

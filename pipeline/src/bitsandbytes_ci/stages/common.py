@@ -4,7 +4,8 @@ Layout inside every step container (docs/contracts.md: step programs run in the 
 with relative paths, so the command line is the host's byte for byte):
 
     /work            working directory: src/ (the job's source subset), out/, libs/, wheels/ ...
-    /opt/bnb/steps   PYTHONPATH: the bnb_build package, copied from the same source Directory
+    /opt/bnb/steps   PYTHONPATH: the bnb_build package, from the module's own source (never from the tree
+                     being built, which may be another project's)
     /opt/bnb/venv    build images only: a venv of the image's own Python (`step_python` of the family,
                      3.8 or newer) with the pinned tools, first on PATH, so `python3` is that interpreter
     /cache/...       cache volumes (ccache per job id, uv/pip wheels, dnf/apt packages)
@@ -33,10 +34,10 @@ VENV = f"{TOOLS}/venv"
 UV = f"{TOOLS}/bin/uv"
 REQUIREMENTS = f"{TOOLS}/step-requirements.txt"
 
-STEPS_SOURCE = "pipeline/src/bnb_build"
-"""The step programs inside the source Directory (never the orchestration package)."""
-REQUIREMENTS_SOURCE = "pipeline/step-requirements.txt"
-"""The one file that pins the step tools, inside the source Directory."""
+STEPS_SOURCE = "src/bnb_build"
+"""The step programs (with the pipeline's CMake files) inside the module's source folder (pipeline/)."""
+REQUIREMENTS_SOURCE = "step-requirements.txt"
+"""The one file that pins the step tools, inside the module's source folder."""
 
 CCACHE_MOUNT = "/cache/ccache"
 CCACHE_MAXSIZE = "2G"
@@ -169,38 +170,43 @@ def filtered(source: dagger.Directory, patterns: Sequence[str]) -> dagger.Direct
     return source.filter(include=list(patterns))
 
 
-def requirements_file(source: dagger.Directory) -> dagger.File:
-    """pipeline/step-requirements.txt, keyed by its own content."""
-    return filtered(source, [REQUIREMENTS_SOURCE]).file(REQUIREMENTS_SOURCE)
+def pipeline_source() -> dagger.Directory:
+    """The module's own source folder (pipeline/): the step programs and the pins travel with the
+    pipeline, so it builds trees that have neither."""
+    return dag.current_module().source()
 
 
-def with_steps(ctr: dagger.Container, source: dagger.Directory) -> dagger.Container:
-    """The bnb_build package from the source Directory, importable as `python3 -m bnb_build`."""
+def requirements_file() -> dagger.File:
+    """step-requirements.txt, keyed by its own content."""
+    return filtered(pipeline_source(), [REQUIREMENTS_SOURCE]).file(REQUIREMENTS_SOURCE)
+
+
+def with_steps(ctr: dagger.Container) -> dagger.Container:
+    """The bnb_build package of the module, importable as `python3 -m bnb_build`."""
     return (
-        ctr.with_directory(f"{STEPS_PATH}/bnb_build", source.directory(STEPS_SOURCE))
+        ctr.with_directory(f"{STEPS_PATH}/bnb_build", pipeline_source().directory(STEPS_SOURCE))
         .with_env_variable("PYTHONPATH", STEPS_PATH)
         .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
         .with_workdir(WORK)
     )
 
 
-def uv_binary(dagger_platform: str | None, python_image: str, source: dagger.Directory) -> dagger.File:
+def uv_binary(dagger_platform: str | None, python_image: str) -> dagger.File:
     """The pinned uv, installed from PyPI in the matrix's Python image of the same platform."""
-    ctr = base(python_image, dagger_platform).with_file(REQUIREMENTS, requirements_file(source))
+    ctr = base(python_image, dagger_platform).with_file(REQUIREMENTS, requirements_file())
     ctr = with_caches(with_env(ctr, PIP_ENV), {"/root/.cache/pip": TOOL_CACHES["/root/.cache/pip"]})
     return ctr.with_exec(["python3", "-m", "pip", "install", "-c", REQUIREMENTS, "uv"]).file("/usr/local/bin/uv")
 
 
 def with_tools_venv(
-    ctr: dagger.Container, tools: Sequence[str], *, step_python: str, dagger_platform: str | None, python_image: str,
-    source: dagger.Directory,
-) -> dagger.Container:  # fmt: skip
+    ctr: dagger.Container, tools: Sequence[str], *, step_python: str, dagger_platform: str | None, python_image: str
+) -> dagger.Container:
     """A venv of the image's own `step_python` holding `tools` (versions from step-requirements.txt),
     first on PATH. uv creates it (no ensurepip or python3-venv needed in the image) and never
     downloads an interpreter; its wheel cache is a volume."""
     uv_cache = {"/root/.cache/uv": TOOL_CACHES["/root/.cache/uv"]}
-    ctr = ctr.with_file(UV, uv_binary(dagger_platform, python_image, source))
-    ctr = with_env(ctr.with_file(REQUIREMENTS, requirements_file(source)), UV_ENV)
+    ctr = ctr.with_file(UV, uv_binary(dagger_platform, python_image))
+    ctr = with_env(ctr.with_file(REQUIREMENTS, requirements_file()), UV_ENV)
     ctr = with_caches(ctr, uv_cache)
     ctr = ctr.with_exec([UV, "venv", "--python", step_python, VENV])
     ctr = ctr.with_exec([UV, "pip", "install", "--python", f"{VENV}/bin/python", "-c", REQUIREMENTS, *tools])
@@ -208,10 +214,10 @@ def with_tools_venv(
     return ctr.with_env_variable("PATH", f"{VENV}/bin:${{PATH}}", expand=True)
 
 
-def with_image_tools(ctr: dagger.Container, tools: Sequence[str], source: dagger.Directory) -> dagger.Container:
+def with_image_tools(ctr: dagger.Container, tools: Sequence[str]) -> dagger.Container:
     """`tools` (versions from step-requirements.txt) installed with the image's own python3 and pip."""
     pip_cache = {"/root/.cache/pip": TOOL_CACHES["/root/.cache/pip"]}
-    ctr = with_caches(with_env(ctr, PIP_ENV).with_file(REQUIREMENTS, requirements_file(source)), pip_cache)
+    ctr = with_caches(with_env(ctr, PIP_ENV).with_file(REQUIREMENTS, requirements_file()), pip_cache)
     if tools:
         ctr = ctr.with_exec(["python3", "-m", "pip", "install", "-c", REQUIREMENTS, *tools])
     return without_caches(ctr, pip_cache)

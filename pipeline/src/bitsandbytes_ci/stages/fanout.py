@@ -38,6 +38,7 @@ from ..outputs import incomplete_notice
 from ..plan import Job, WheelJob, expectations
 from ..results import JobResult
 from ..summary import render_summary_md
+from ..tree import DEFAULT_TREE, TreeFacts
 from . import native, packaging, tries
 from .common import filtered
 
@@ -181,13 +182,13 @@ async def jobs_document(jobs: Sequence[Job], wheels: Sequence[WheelJob], outcome
 
 @dataclass(frozen=True)
 class Settings:
-    """How build_all runs: the images, the wheels' SOURCE_DATE_EPOCH, the tree's try script, and
+    """How build_all runs: the images, the wheels' SOURCE_DATE_EPOCH, what is known of the tree, and
     `fresh` (see `native.container`: verify-reproducible's second build)."""
 
     python_image: str
     version: str
     source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH
-    try_script: str | None = None
+    tree: TreeFacts = DEFAULT_TREE
     limit: int = 1
     seed: dagger.Directory | None = None
     fresh: Mapping[str, str] | None = None
@@ -211,12 +212,12 @@ async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJ
     audit_exit: int | None = None
     if packed:
         names = [name for w in packed for name in await outcome.outputs[w.id].entries() if name.endswith(".whl")]
-        tried = await tries.run(matrix, source, result.directory("wheels"), names, script=settings.try_script, fresh=fresh)
+        tried = await tries.run(matrix, source, result.directory("wheels"), names, script=settings.tree.config.try_script, fresh=fresh)
         result, try_exit = result.with_new_file("tries.md", tried.report), tried.exit_code
         if try_exit != 0:
             outcome.failures["try"] = f"the try step exited with {try_exit}: see tries.md"
         audited = [job for job in jobs if any(job.platform == w.platform for w in packed)]
-        report, audit_exit = await run_audit(settings.python_image, source, result.directory("wheels"), expectations(matrix, audited), fresh)
+        report, audit_exit = await run_audit(settings.python_image, source, result.directory("wheels"), expectations(matrix, audited, settings.tree), fresh)
         result = result.with_file("audit.md", report)
         if audit_exit != 0:
             outcome.failures["audit"] = f"the audit step exited with {audit_exit}: see audit.md"

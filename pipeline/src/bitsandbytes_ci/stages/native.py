@@ -77,10 +77,10 @@ def cross_container(job: Job, source: dagger.Directory, *, seed: dagger.Director
     if job.image is None or job.toolchain not in CROSS_TOOLS:
         msg = f"{job.id} names no cross toolchain this module knows ({', '.join(CROSS_TOOLS)})"
         raise ValueError(msg)
-    ctr = with_image_tools(base(job.image, job.dagger_platform), (*TOOLS, *CROSS_TOOLS[job.toolchain]), source)
+    ctr = with_image_tools(base(job.image, job.dagger_platform), (*TOOLS, *CROSS_TOOLS[job.toolchain]))
     ctr = with_env(with_caches(ctr, {ZIG_CACHE_MOUNT: ZIG_CACHE_KEY}), {"ZIG_GLOBAL_CACHE_DIR": ZIG_CACHE_MOUNT})
-    ctr = with_resources(with_ccache(with_steps(ctr, source), job, seed), job, concurrent_jobs)
-    return with_env(source_subset(ctr, source, job.sources), fresh or {}).with_exec(job.native_argv())
+    ctr = with_resources(with_ccache(with_steps(ctr), job, seed), job, concurrent_jobs)
+    return with_env(source_subset(ctr, source, job.all_sources), fresh or {}).with_exec(job.native_argv())
 
 
 def container(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,
@@ -96,9 +96,9 @@ def container(job: Job, source: dagger.Directory, *, python_image: str, seed: da
         msg = f"{job.id} builds on a {job.runner}, not in a container"
         raise ValueError(msg)
     ctr = with_setup(base(job.image, job.dagger_platform), job.setup, job.image, job.dagger_platform)
-    ctr = with_tools_venv(ctr, TOOLS, step_python=job.step_python, dagger_platform=job.dagger_platform, python_image=python_image, source=source)
-    ctr = with_resources(with_ccache(with_env(with_steps(ctr, source), job.env), job, seed), job, concurrent_jobs)
-    return with_env(source_subset(ctr, source, job.sources), fresh or {}).with_exec(job.native_argv())
+    ctr = with_tools_venv(ctr, TOOLS, step_python=job.step_python, dagger_platform=job.dagger_platform, python_image=python_image)
+    ctr = with_resources(with_ccache(with_env(with_steps(ctr), job.env), job, seed), job, concurrent_jobs)
+    return with_env(source_subset(ctr, source, job.all_sources), fresh or {}).with_exec(job.native_argv())
 
 
 def build(job: Job, source: dagger.Directory, *, python_image: str, seed: dagger.Directory | None,

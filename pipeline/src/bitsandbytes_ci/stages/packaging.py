@@ -16,7 +16,7 @@ import dagger
 
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 
-from ..plan import WheelJob, audit_argv, manifest_argv
+from ..plan import WheelJob, audit_argv, manifest_argv, version_argv
 from .common import WORK, base, filtered, source_subset, with_env, with_image_tools, with_steps
 
 WHEEL_TOOLS = ("scikit-build-core",)
@@ -30,7 +30,7 @@ def wheel(job: WheelJob, source: dagger.Directory, libs: dagger.Directory, *, so
     if job.image is None:
         msg = f"{job.id} is packed on a {job.runner}, not in a container"
         raise ValueError(msg)
-    ctr = with_steps(with_image_tools(base(job.image, job.dagger_platform), WHEEL_TOOLS, source), source)
+    ctr = with_steps(with_image_tools(base(job.image, job.dagger_platform), WHEEL_TOOLS))
     ctr = source_subset(ctr, source, [*job.sources, *job.optional_sources])
     ctr = ctr.with_directory(f"{WORK}/libs", filtered(libs, [f"{job.os}/{job.arch}/**"]))
     ctr = with_env(ctr, {"SOURCE_DATE_EPOCH": source_date_epoch, **(fresh or {})})
@@ -44,7 +44,7 @@ def expect_json(expectations: Mapping[str, Any]) -> str:
 def audit(image: str, source: dagger.Directory, wheels: dagger.Directory, expectations: Mapping[str, Any],
           fresh: Mapping[str, str] | None = None) -> dagger.Container:  # fmt: skip
     """The audit step run over `wheels` (expect=ANY: read `exit_code()` and `file(REPORT)`)."""
-    ctr = with_steps(with_image_tools(base(image, None), AUDIT_TOOLS, source), source)
+    ctr = with_steps(with_image_tools(base(image, None), AUDIT_TOOLS))
     ctr = ctr.with_directory(f"{WORK}/wheels", filtered(wheels, ["*.whl"]))
     ctr = ctr.with_new_file(f"{WORK}/expect.json", expect_json(expectations))
     return with_env(ctr, fresh or {}).with_exec(audit_argv(), expect=dagger.ReturnType.ANY)
@@ -54,10 +54,18 @@ def manifest(image: str, source: dagger.Directory, dist: dagger.Directory, jobs:
              fresh: Mapping[str, str] | None = None) -> dagger.File:  # fmt: skip
     """dist/manifest.json, written by the manifest step (`plan.manifest_argv()`) exactly as the host
     executor writes it, from `dist` (libs/, wheels/, audit.md) and `jobs` (the content of jobs.json)."""
-    ctr = with_steps(base(image, None), source)
+    ctr = with_steps(base(image, None))
     ctr = ctr.with_directory(f"{WORK}/dist", filtered(dist, ["libs/**", "wheels/*.whl", "audit.md"]))
     ctr = ctr.with_new_file(f"{WORK}/jobs.json", json.dumps(jobs, indent=2, sort_keys=True) + "\n")
     return with_env(ctr, fresh or {}).with_exec(manifest_argv()).file(f"{WORK}/dist/manifest.json")
 
 
 REPORT = f"{WORK}/audit.md"
+
+
+def version(image: str, source: dagger.Directory, package: str) -> dagger.Container:
+    """The version step (bnb_build.version) over the tree's packaging files, in the Python image with
+    the pinned `build` front end: it asks the PEP 517 backend when no file states the version."""
+    ctr = with_steps(with_image_tools(base(image, None), ("build",)))
+    ctr = source_subset(ctr, source, ["pyproject.toml", "setup.py", "setup.cfg", "VERSION", f"{package}/**"])
+    return ctr.with_exec(version_argv(package=package))

@@ -29,7 +29,7 @@ OIDC_ENVS = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
 
 def _with_wheels(image: str, source: dagger.Directory, wheels: dagger.Directory, expectations: Mapping[str, Any],
                  tools: tuple[str, ...]) -> dagger.Container:  # fmt: skip
-    ctr = with_steps(with_image_tools(base(image, None), tools, source), source)
+    ctr = with_steps(with_image_tools(base(image, None), tools))
     ctr = ctr.with_directory(f"{WORK}/wheels", filtered(wheels, ["*.whl"]))
     return ctr.with_new_file(f"{WORK}/expect.json", expect_json(expectations))
 

@@ -58,7 +58,7 @@ def container(matrix: Matrix, source: dagger.Directory, wheels: dagger.Directory
         ctr = with_setup(ctr, matrix.wheel.wine_setup, image, dagger_platform)
         fetch = f"import urllib.request; urllib.request.urlretrieve({matrix.wheel.wine_python!r}, {WINE_ZIP!r})"
         ctr = ctr.with_exec(["python3", "-c", fetch]).with_exec(["unzip", "-q", WINE_ZIP, "-d", f"{WORK}/{WINE_PYTHON_DIR}"])
-    ctr = with_steps(ctr, source).with_directory(f"{WORK}/wheels", filtered(wheels, list(names)))
+    ctr = with_steps(ctr).with_directory(f"{WORK}/wheels", filtered(wheels, list(names)))
     if script:
         ctr = ctr.with_directory(f"{WORK}/{TRY_SCRIPT_DIR}", filtered(source, [script]))
     return with_env(ctr, fresh or {}).with_exec(try_argv(script=script, wine_python=wine), expect=dagger.ReturnType.ANY)

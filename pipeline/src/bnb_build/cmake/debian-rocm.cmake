@@ -3,7 +3,7 @@
 # does not find on its own. Usage:
 #
 #   export HIP_PLATFORM=amd   # with nvcc on PATH, hipcc would otherwise pick the NVIDIA platform
-#   export CMAKE_TOOLCHAIN_FILE=$PWD/cmake/toolchains/debian-rocm.cmake
+#   export CMAKE_TOOLCHAIN_FILE=$PWD/pipeline/src/bnb_build/cmake/debian-rocm.cmake
 #   cmake -S . -B build-hip -G Ninja -DCOMPUTE_BACKEND=hip -DBNB_ROCM_ARCH=gfx90a
 #   cmake --build build-hip
 #

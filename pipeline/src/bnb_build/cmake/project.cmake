@@ -1,0 +1,57 @@
+# Included after every project() of the tree being built (the native step passes
+# -DCMAKE_PROJECT_INCLUDE=<this file>), so a tree needs none of this in its own CMake files:
+#
+# - reproducible binaries: the source and build folders are mapped away from file names in the
+#   output (-ffile-prefix-map, or -fmacro-prefix-map/-fdebug-prefix-map where the compiler lacks it;
+#   nvcc hands them to its host compiler), no build id, and release builds drop the static symbol
+#   table (nvcc's temporary file names reach it); the exported symbols stay;
+# - a report of what the configure found, for build-info.json: whether the tree asked for OpenMP
+#   (find_package(OpenMP) ran) and whether it was found; written when the top-level CMakeLists.txt
+#   has been processed, to <build>/bnb-configure.json.
+include_guard(GLOBAL)
+include(CheckCXXCompilerFlag OPTIONAL RESULT_VARIABLE _bnb_has_check)
+include(CheckLinkerFlag OPTIONAL)
+
+get_property(_bnb_languages GLOBAL PROPERTY ENABLED_LANGUAGES)
+if(CMAKE_CXX_COMPILER_LOADED OR "CXX" IN_LIST _bnb_languages)
+  set(_bnb_maps "${CMAKE_SOURCE_DIR}=." "${CMAKE_BINARY_DIR}=build")
+  check_cxx_compiler_flag("-ffile-prefix-map=${CMAKE_SOURCE_DIR}=." BNB_PIPELINE_FILE_PREFIX_MAP)
+  check_cxx_compiler_flag("-fmacro-prefix-map=${CMAKE_SOURCE_DIR}=." BNB_PIPELINE_MACRO_PREFIX_MAP)
+  foreach(_bnb_map IN LISTS _bnb_maps)
+    if(BNB_PIPELINE_FILE_PREFIX_MAP)
+      add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX,HIP>:-ffile-prefix-map=${_bnb_map}>"
+                          "$<$<COMPILE_LANGUAGE:CUDA>:SHELL:-Xcompiler=-ffile-prefix-map=${_bnb_map}>")
+    elseif(BNB_PIPELINE_MACRO_PREFIX_MAP)
+      add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX,HIP>:-fmacro-prefix-map=${_bnb_map};-fdebug-prefix-map=${_bnb_map}>")
+    endif()
+  endforeach()
+  if(NOT CMAKE_SYSTEM_NAME STREQUAL "Darwin" AND NOT CMAKE_SYSTEM_NAME STREQUAL "Windows")
+    check_linker_flag(CXX "LINKER:--build-id=none" BNB_PIPELINE_BUILD_ID_NONE)
+    if(BNB_PIPELINE_BUILD_ID_NONE)
+      add_link_options("LINKER:--build-id=none")
+    endif()
+    check_linker_flag(CXX "LINKER:--strip-all" BNB_PIPELINE_STRIP_ALL)
+    if(BNB_PIPELINE_STRIP_ALL)
+      add_link_options("$<$<CONFIG:Release,MinSizeRel>:LINKER:--strip-all>")
+    endif()
+  endif()
+endif()
+
+function(_bnb_pipeline_configure_report)
+  set(_asked false)
+  set(_found false)
+  get_property(_not_found GLOBAL PROPERTY PACKAGES_NOT_FOUND)
+  get_property(_found_list GLOBAL PROPERTY PACKAGES_FOUND)
+  # find_package(OpenMP) defines OpenMP_FOUND, also when CMAKE_DISABLE_FIND_PACKAGE_OpenMP makes it find nothing
+  if("OpenMP" IN_LIST _not_found OR "OpenMP" IN_LIST _found_list OR DEFINED OpenMP_FOUND)
+    set(_asked true)
+  endif()
+  if("OpenMP" IN_LIST _found_list OR OpenMP_CXX_FOUND)
+    set(_found true)
+  endif()
+  file(WRITE "${CMAKE_BINARY_DIR}/bnb-configure.json"
+       "{\"openmp\": {\"asked\": ${_asked}, \"found\": ${_found}}}\n")
+endfunction()
+if(CMAKE_CURRENT_SOURCE_DIR STREQUAL CMAKE_SOURCE_DIR)
+  cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL _bnb_pipeline_configure_report)
+endif()
