@@ -61,3 +61,23 @@ def emit(name: str, result: Mapping[str, Any], summary: str) -> None:
     """The JSON line (for machines), then the human summary."""
     print(json.dumps({"benchmark": name, **result}, sort_keys=True))
     print(summary)
+
+
+def cmake_executable() -> str:
+    """The pinned CMake of the virtual environment, else the one on PATH."""
+    venv_cmake = Path(sys.executable).parent / "cmake"
+    found = str(venv_cmake) if venv_cmake.exists() else shutil.which("cmake")
+    if found is None:
+        raise SystemExit("cmake not found: install tests/requirements.txt (it pins cmake)")
+    return found
+
+
+def build_cpu_library(root: Path) -> Path:
+    """The CPU library of this checkout, configured and built (Release) in root/build; its path."""
+    env = env_with()
+    cmake = cmake_executable()
+    timed([cmake, "-S", str(REPO), "-B", str(root / "build"), "-G", "Ninja", "-DCOMPUTE_BACKEND=cpu",
+           f"-DBNB_OUTPUT_DIR={root / 'lib'}"], cwd=root, env=env, log=root / "configure.log")  # fmt: skip
+    timed([cmake, "--build", str(root / "build")], cwd=root, env=env, log=root / "build.log")
+    [library] = sorted((root / "lib").glob("libbitsandbytes_cpu.*"))
+    return library

@@ -6,6 +6,8 @@
 
 `bitsandbytes.native_library()` says which native library is used and why; the environment
 variables BNB_CUDA_VERSION / BNB_ROCM_VERSION (e.g. ``130``) pick one explicitly.
+`bitsandbytes.cpu_isa()` says which instruction set the CPU kernels use (``BNB_CPU_ISA=scalar``,
+``avx2``, ``avx512`` or ``neon`` forces one; every one gives the same results).
 `bitsandbytes.reference` computes the same results in plain numpy. `bitsandbytes.build_info()`
 says which version and commit an installed pre-release wheel was built from.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from . import functional, reference
 from ._loader import LibraryChoice
-from ._native import native_library
+from ._native import cpu_isa, native_library
 from ._version import build_info, package_version
 from .errors import LibraryFallbackWarning, LibraryLoadError, LibraryNotFoundError, NativeError, NativeValueError
 
@@ -29,6 +31,7 @@ __all__ = [
     "NativeValueError",
     "__version__",
     "build_info",
+    "cpu_isa",
     "functional",
     "native_library",
     "reference",

@@ -18,6 +18,8 @@ def main() -> int:
     print(f"library: {choice.path}")
     print(f"backend: {library.backend()} (library version {library.version()})")
     print(f"reason:  {choice.reason}")
+    if library.backend() == "cpu":
+        print(f"kernels: {library.cpu_isa() or 'none (see BNB_CPU_ISA)'}, up to {library.cpu_threads()} thread(s)")
 
     values = np.random.default_rng(0).standard_normal(1 << 16).astype(np.float32)
     codes, absmax = functional.quantize_blockwise(values, blocksize=256)

@@ -10,20 +10,30 @@ from typing import Tuple, Union
 import numpy as np
 
 MIN_BLOCKSIZE = 64
+MIN_BLOCKSIZE_4BIT = 32
 MAX_BLOCKSIZE = 4096
-ALLOWED_BLOCKSIZES = tuple(2**k for k in range(6, 13))  # 64, 128, ..., 4096
+ALLOWED_BLOCKSIZES = tuple(2**k for k in range(6, 13))  # 64, 128, ..., 4096 (8-bit)
+ALLOWED_BLOCKSIZES_4BIT = (MIN_BLOCKSIZE_4BIT, *ALLOWED_BLOCKSIZES)  # 32, 64, ..., 4096
+CODE_SIZE = 256
 QUANT_TYPES = ("nf4", "fp4")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 ShapeLike = Union[int, Tuple[int, ...]]
 
 
-def blocksize(value: object) -> int:
-    """A power of two in [64, 4096]."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) not in ALLOWED_BLOCKSIZES:
-        allowed = ", ".join(str(b) for b in ALLOWED_BLOCKSIZES)
-        raise ValueError(f"blocksize={value!r} is not supported: use a power of two from 64 to 4096 ({allowed})")
+def blocksize(value: object, allowed_sizes: Tuple[int, ...] = ALLOWED_BLOCKSIZES) -> int:
+    """A power of two in [64, 4096] (8-bit), or one of allowed_sizes ([32, 4096] for 4-bit)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) not in allowed_sizes:
+        allowed = ", ".join(str(b) for b in allowed_sizes)
+        raise ValueError(
+            f"blocksize={value!r} is not supported: use a power of two from {allowed_sizes[0]} to {allowed_sizes[-1]} ({allowed})"
+        )
     return int(value)
+
+
+def blocksize_4bit(value: object) -> int:
+    """A power of two in [32, 4096]."""
+    return blocksize(value, ALLOWED_BLOCKSIZES_4BIT)
 
 
 def quant_type(value: object) -> str:
@@ -55,6 +65,8 @@ def float_input(A: object, name: str = "A") -> np.ndarray:
 
 def finite(A: np.ndarray, name: str = "A") -> None:
     """No inf and no NaN."""
+    if np.isfinite(A).all():  # the common case, without the temporary arrays below
+        return
     bad = ~np.isfinite(A)
     if bad.any():
         first = int(np.flatnonzero(bad.ravel())[0])
@@ -62,6 +74,43 @@ def finite(A: np.ndarray, name: str = "A") -> None:
             f"{name} holds {int(bad.sum())} non-finite value(s) (first: {A.ravel()[first]!r} at flat index {first}): "
             "inf and NaN cannot be quantized"
         )
+
+
+def code_map(code: object, name: str = "code", *, sorted_ascending: bool = True) -> np.ndarray:
+    """An 8-bit code map: 256 finite float32 values, sorted ascending when it is used to quantize
+    (equal neighbours are allowed). Returned C-contiguous."""
+    if not isinstance(code, np.ndarray) or code.dtype != np.float32:
+        got = code.dtype if isinstance(code, np.ndarray) else type(code).__name__
+        raise TypeError(f"{name} must be a numpy.ndarray of {CODE_SIZE} float32 values, got {got}")
+    if code.shape != (CODE_SIZE,):
+        raise ValueError(f"{name} has shape {code.shape}: an 8-bit code map holds {CODE_SIZE} values, shape ({CODE_SIZE},)")
+    bad = ~np.isfinite(code)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{first}] is {float(code[first])!r}: a code map holds finite values")
+    if sorted_ascending:
+        falling = np.flatnonzero(code[1:] < code[:-1])
+        if falling.size:
+            i = int(falling[0]) + 1
+            raise ValueError(
+                f"{name} is not sorted ascending: {name}[{i}] = {float(code[i])!r} is below {name}[{i - 1}] = {float(code[i - 1])!r}; "
+                f"pass numpy.sort({name})"
+            )
+    return np.ascontiguousarray(code)
+
+
+def output(array: object, name: str, dtype: np.dtype, shape: Tuple[int, ...]) -> np.ndarray:
+    """A writeable, C-contiguous numpy array of dtype and shape, to write results into."""
+    if not isinstance(array, np.ndarray) or array.dtype != dtype:
+        got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise TypeError(f"{name} must be a numpy.ndarray of {dtype}, got {got}")
+    if array.shape != shape:
+        raise ValueError(f"{name} has shape {array.shape}, but the result has shape {shape}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} is not C-contiguous (strides {array.strides}): pass a C-contiguous array")
+    if not array.flags.writeable:
+        raise ValueError(f"{name} is read-only: pass a writeable array")
+    return array
 
 
 def uint8_codes(codes: object, name: str) -> np.ndarray:

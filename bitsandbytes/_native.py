@@ -49,6 +49,13 @@ _INFORMATION_FUNCTIONS = {
     "bnb_runtime_version": ctypes.c_int,
     "bnb_device_count": ctypes.c_int,
     "bnb_last_error": ctypes.c_char_p,
+    "bnb_cpu_isa": ctypes.c_char_p,
+    "bnb_cpu_threads": ctypes.c_int,
+}
+_SETTING_FUNCTIONS = {
+    # name: argument types (every one returns an int status)
+    "bnb_cpu_set_isa": (ctypes.c_char_p,),
+    "bnb_cpu_set_threads": (_INT,),
 }
 
 
@@ -67,7 +74,7 @@ class NativeLibrary:
         for name, restype in _INFORMATION_FUNCTIONS.items():
             function = getattr(self._cdll, name)
             function.argtypes, function.restype = [], restype
-        for name, argtypes in _QUANTIZATION_FUNCTIONS.items():
+        for name, argtypes in {**_QUANTIZATION_FUNCTIONS, **_SETTING_FUNCTIONS}.items():
             function = getattr(self._cdll, name)
             function.argtypes, function.restype = list(argtypes), ctypes.c_int
 
@@ -86,6 +93,22 @@ class NativeLibrary:
     def last_error(self) -> str:
         return (self._cdll.bnb_last_error() or b"").decode(errors="replace")
 
+    def cpu_isa(self) -> str:
+        """Instruction set of the CPU kernels ("avx512", "avx2", "neon", "scalar"); "" on GPU backends."""
+        return (self._cdll.bnb_cpu_isa() or b"").decode()
+
+    def set_cpu_isa(self, isa: Optional[str]) -> None:
+        """Run the CPU kernels of `isa` from now on (None or "auto": the best this CPU runs)."""
+        self.call("bnb_cpu_set_isa", None if isa is None else isa.encode())
+
+    def cpu_threads(self) -> int:
+        """The most threads a CPU call uses (BNB_NOT_AVAILABLE, -1, on GPU backends)."""
+        return self._cdll.bnb_cpu_threads()
+
+    def set_cpu_threads(self, threads: int) -> None:
+        """At most `threads` threads per CPU call; 0: one per hardware thread (the default)."""
+        self.call("bnb_cpu_set_threads", threads)
+
     def status(self, name: str, *args: object) -> int:
         """Call a quantization function; numpy arrays are passed as pointers. Returns the status."""
         converted = [a.ctypes.data_as(_P) if isinstance(a, np.ndarray) else a for a in args]
@@ -93,7 +116,10 @@ class NativeLibrary:
 
     def call(self, name: str, *args: object) -> None:
         """Like `status`, but raises NativeError / NativeValueError unless the status is BNB_OK."""
-        status = self.status(name, *args)
+        self.check(name, self.status(name, *args))
+
+    def check(self, name: str, status: int) -> None:
+        """Raises NativeError / NativeValueError for the status `name` returned, unless it is BNB_OK."""
         if status != 0:
             error = NativeValueError if status in _ARGUMENT_ERRORS else NativeError
             raise error(name, status, STATUS_NAMES.get(status, "unknown status"), self.last_error())
@@ -117,6 +143,13 @@ def native_library() -> _loader.LibraryChoice:
             runtimes = _detect.detect_runtimes() if _loader.has_gpu_library(names) else []
             _choice = _loader.choose_library(PACKAGE_DIR, names, runtimes, os.environ)
         return _choice
+
+
+def cpu_isa() -> str:
+    """Instruction set of the native CPU kernels in use: "avx512", "avx2" or "scalar" on x86_64,
+    "neon" or "scalar" on aarch64; "" with a GPU library. Chosen for this CPU at the first call,
+    unless the environment variable BNB_CPU_ISA names one (loads the library)."""
+    return library().cpu_isa()
 
 
 def library() -> NativeLibrary:

@@ -2,18 +2,22 @@
 
 Same results as `bitsandbytes.reference` (bit for bit), much faster. Arguments are checked here,
 before the native call, so a mistake gives a message naming the bad value and what is allowed.
-Inputs must be C-contiguous numpy arrays; float32 and float16 are supported.
+Inputs must be C-contiguous numpy arrays; float32 and float16 are supported. They are passed to
+the library as they are (no copy); inf and NaN are found by the library, and then reported here
+with the first bad value. `out=` (and `absmax=` for quantization) write the results into
+existing arrays instead of new ones.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from . import _checks, _native, reference
 
 _DYNAMIC_MAP = reference.create_dynamic_map()
+_BNB_ERROR_NONFINITE = 4
 
 
 def _float_input(A: object) -> np.ndarray:
@@ -21,7 +25,6 @@ def _float_input(A: object) -> np.ndarray:
     if A.size == 0:
         raise ValueError(f"A is empty (shape {A.shape}): there is nothing to quantize")
     _contiguous(A, "A")
-    _checks.finite(A)
     return A
 
 
@@ -42,6 +45,25 @@ def _absmax_input(absmax: object, n: int, blocksize: int) -> np.ndarray:
     return absmax
 
 
+def _result(given: Optional[np.ndarray], name: str, dtype: object, shape: Tuple[int, ...]) -> np.ndarray:
+    """`given` checked as the array to write into, or a new one."""
+    if given is None:
+        return np.empty(shape, dtype=dtype)
+    return _checks.output(given, name, np.dtype(dtype), shape)  # type: ignore[arg-type]
+
+
+def _out_dtype(out_dtype: object, out: Optional[np.ndarray]) -> np.dtype:
+    """out_dtype, defaulting to out's dtype when out is given, else float32."""
+    if out_dtype is not None:
+        return _checks.float_dtype(out_dtype, "out_dtype")
+    if out is None:
+        return np.dtype(np.float32)
+    if not isinstance(out, np.ndarray) or out.dtype not in _checks.FLOAT_DTYPES:
+        got = out.dtype if isinstance(out, np.ndarray) else type(out).__name__
+        raise TypeError(f"out must be a numpy.ndarray of float32 or float16, got {got}")
+    return out.dtype
+
+
 def _suffix(dtype: np.dtype) -> str:
     return "fp16" if dtype == np.float16 else "fp32"
 
@@ -51,47 +73,88 @@ def _raw(array: np.ndarray) -> np.ndarray:
     return array.view(np.uint16) if array.dtype == np.float16 else array
 
 
-def quantize_blockwise(A: np.ndarray, blocksize: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
-    """8-bit codes of A (uint8, A's shape) with the dynamic map, and absmax (float32, one per block)."""
+def _quantize(A: np.ndarray, name: str, *args: object) -> None:
+    """Run a quantizer; inf or NaN in A becomes the ValueError of `_checks.finite`."""
+    library = _native.library()
+    status = library.status(name, *args)
+    if status == _BNB_ERROR_NONFINITE:
+        _checks.finite(A)  # raises, naming the first bad value
+    library.check(name, status)
+
+
+def quantize_blockwise(
+    A: np.ndarray,
+    blocksize: int = 4096,
+    *,
+    code: Optional[np.ndarray] = None,
+    out: Optional[np.ndarray] = None,
+    absmax: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """8-bit codes of A (uint8, A's shape) and absmax (float32, one per block).
+
+    code: the 256-entry code map (float32, sorted ascending); default the signed dynamic map,
+    e.g. `reference.create_dynamic_map(signed=False)` for non-negative values. out / absmax:
+    arrays to write the codes / absmax into.
+    """
     A = _float_input(A)
     blocksize = _checks.blocksize(blocksize)
-    codes = np.empty(A.shape, dtype=np.uint8)
-    absmax = np.empty(_checks.num_blocks(A.size, blocksize), dtype=np.float32)
-    _native.library().call(
-        f"bnb_quantize_blockwise_{_suffix(A.dtype)}", _DYNAMIC_MAP, _raw(A), absmax, codes, blocksize, A.size
-    )
-    return codes, absmax
+    code = _DYNAMIC_MAP if code is None else _checks.code_map(code)
+    codes = _result(out, "out", np.uint8, A.shape)
+    scales = _result(absmax, "absmax", np.float32, (_checks.num_blocks(A.size, blocksize),))
+    _quantize(A, f"bnb_quantize_blockwise_{_suffix(A.dtype)}", code, _raw(A), scales, codes, blocksize, A.size)
+    return codes, scales
 
 
 def dequantize_blockwise(
-    codes: np.ndarray, absmax: np.ndarray, blocksize: int = 4096, *, out_dtype: object = np.float32
+    codes: np.ndarray,
+    absmax: np.ndarray,
+    blocksize: int = 4096,
+    *,
+    out_dtype: object = None,
+    code: Optional[np.ndarray] = None,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """Values of 8-bit codes (codes' shape), in out_dtype (float32 or float16)."""
+    """Values of 8-bit codes (codes' shape), in out_dtype (float32, the default, or float16).
+
+    code: the code map the codes were made with (256 finite float32); out: an array to write into
+    (its dtype is the default out_dtype).
+    """
     codes = _codes_input(codes, "codes")
     if codes.size == 0:
         raise ValueError(f"codes is empty (shape {codes.shape}): there is nothing to dequantize")
     blocksize = _checks.blocksize(blocksize)
-    out_dtype = _checks.float_dtype(out_dtype, "out_dtype")
+    out_dtype = _out_dtype(out_dtype, out)
     absmax = _absmax_input(absmax, codes.size, blocksize)
-    out = np.empty(codes.shape, dtype=out_dtype)
+    code = _DYNAMIC_MAP if code is None else _checks.code_map(code, sorted_ascending=False)
+    result = _result(out, "out", out_dtype, codes.shape)
     _native.library().call(
-        f"bnb_dequantize_blockwise_{_suffix(out_dtype)}", _DYNAMIC_MAP, codes, absmax, _raw(out), blocksize, codes.size
+        f"bnb_dequantize_blockwise_{_suffix(out_dtype)}", code, codes, absmax, _raw(result), blocksize, codes.size
     )
-    return out
+    return result
 
 
-def quantize_4bit(A: np.ndarray, blocksize: int = 64, quant_type: str = "nf4") -> Tuple[np.ndarray, np.ndarray]:
-    """Packed 4-bit codes of A (uint8, ceil(n / 2) bytes, first element in the high nibble) and absmax."""
+def quantize_4bit(
+    A: np.ndarray,
+    blocksize: int = 64,
+    quant_type: str = "nf4",
+    *,
+    out: Optional[np.ndarray] = None,
+    absmax: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Packed 4-bit codes of A (uint8, ceil(n / 2) bytes, first element in the high nibble) and absmax.
+
+    blocksize: a power of two from 32 to 4096. out / absmax: arrays to write into.
+    """
     A = _float_input(A)
-    blocksize = _checks.blocksize(blocksize)
+    blocksize = _checks.blocksize_4bit(blocksize)
     quant_type = _checks.quant_type(quant_type)
-    packed = np.empty(_checks.packed_size(A.size), dtype=np.uint8)
-    absmax = np.empty(_checks.num_blocks(A.size, blocksize), dtype=np.float32)
-    _native.library().call(
-        f"bnb_quantize_4bit_{_suffix(A.dtype)}", _raw(A), absmax, packed, blocksize, A.size,
+    packed = _result(out, "out", np.uint8, (_checks.packed_size(A.size),))
+    scales = _result(absmax, "absmax", np.float32, (_checks.num_blocks(A.size, blocksize),))
+    _quantize(
+        A, f"bnb_quantize_4bit_{_suffix(A.dtype)}", _raw(A), scales, packed, blocksize, A.size,
         _native.QUANT_TYPE_CODES[quant_type],
     )
-    return packed, absmax
+    return packed, scales
 
 
 def dequantize_4bit(
@@ -101,9 +164,10 @@ def dequantize_4bit(
     blocksize: int = 64,
     quant_type: str = "nf4",
     *,
-    out_dtype: object = np.float32,
+    out_dtype: object = None,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """Values of packed 4-bit codes as an array of `shape`, in out_dtype (float32 or float16)."""
+    """Values of packed 4-bit codes as an array of `shape`, in out_dtype (float32, the default, or float16)."""
     packed = _codes_input(packed, "packed")
     shape = _checks.shape(shape)
     n = int(np.prod(shape, dtype=np.int64))
@@ -113,13 +177,13 @@ def dequantize_4bit(
         raise ValueError(
             f"packed has {packed.size} byte(s) but shape {shape} ({n} values, two per byte) needs {_checks.packed_size(n)}"
         )
-    blocksize = _checks.blocksize(blocksize)
+    blocksize = _checks.blocksize_4bit(blocksize)
     quant_type = _checks.quant_type(quant_type)
-    out_dtype = _checks.float_dtype(out_dtype, "out_dtype")
+    out_dtype = _out_dtype(out_dtype, out)
     absmax = _absmax_input(absmax, n, blocksize)
-    out = np.empty(shape, dtype=out_dtype)
+    result = _result(out, "out", out_dtype, shape)
     _native.library().call(
-        f"bnb_dequantize_4bit_{_suffix(out_dtype)}", packed, absmax, _raw(out), blocksize, n,
+        f"bnb_dequantize_4bit_{_suffix(out_dtype)}", packed, absmax, _raw(result), blocksize, n,
         _native.QUANT_TYPE_CODES[quant_type],
     )
-    return out
+    return result

@@ -36,15 +36,22 @@ FP4_SIGN = np.uint8(8)
 _FP4_CODES_ASCENDING = np.argsort(FP4_MAGNITUDES, kind="stable").astype(np.uint8)  # 0, 1, 6, 7, 4, 5, 2, 3
 
 
-def create_dynamic_map() -> np.ndarray:
-    """The default 8-bit map: 256 float32 values, strictly increasing, from -1 to 1."""
+def create_dynamic_map(signed: bool = True) -> np.ndarray:
+    """An 8-bit dynamic map: 256 float32 values, strictly increasing.
+
+    signed=True (the default map): from -1 to 1, 7 exponent bits and a sign. signed=False: from 0
+    to 1 with twice as many values per decade (the map of non-negative optimizer state): for
+    i = 0..6, the 2**(i + 1) midpoints m of 2**(i + 1) + 1 boundaries in [0.1, 1], as
+    m * 10**(i - 6); then 0 and 1. Computed in float64, rounded once to float32.
+    """
     values = [0.0, 1.0]
     for i in range(7):
-        boundaries = np.linspace(0.1, 1.0, 2**i + 1)
+        boundaries = np.linspace(0.1, 1.0, (2**i if signed else 2 ** (i + 1)) + 1)
         midpoints = (boundaries[:-1] + boundaries[1:]) / 2
         scale = 10.0 ** (i - 6)
         values.extend(midpoints * scale)
-        values.extend(-midpoints * scale)
+        if signed:
+            values.extend(-midpoints * scale)
     code = np.sort(np.array(values, dtype=np.float64)).astype(np.float32)
     assert code.size == 256 and np.all(np.diff(code) > 0)
     return code
@@ -53,7 +60,8 @@ def create_dynamic_map() -> np.ndarray:
 def thresholds(code: np.ndarray) -> np.ndarray:
     """Decision thresholds between neighbouring codes: (c[i] + c[i+1]) * 0.5 in float32."""
     code = np.asarray(code, dtype=np.float32)
-    return (code[:-1] + code[1:]) * np.float32(0.5)
+    with np.errstate(over="ignore"):  # neighbours beyond half of float32's range add up to +-inf, like in C
+        return (code[:-1] + code[1:]) * np.float32(0.5)
 
 
 def nearest(code: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -102,9 +110,10 @@ def _per_element(absmax: np.ndarray, n: int, blocksize: int) -> np.ndarray:
 def quantize_blockwise(
     A: np.ndarray, code: Optional[np.ndarray] = None, blocksize: int = 4096
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """8-bit codes (uint8, A's shape) and absmax (float32, one per block)."""
+    """8-bit codes (uint8, A's shape) and absmax (float32, one per block); code: a map of 256
+    float32 values sorted ascending (default: the signed dynamic map)."""
     blocksize = _checks.blocksize(blocksize)
-    code = create_dynamic_map() if code is None else np.asarray(code, dtype=np.float32)
+    code = create_dynamic_map() if code is None else _checks.code_map(code)
     v, absmax = _normalise(_as_float32(A), blocksize)
     codes = nearest(code, v).astype(np.uint8)
     return codes.reshape(A.shape), absmax
@@ -122,7 +131,7 @@ def dequantize_blockwise(
     out_dtype = _checks.float_dtype(out_dtype, "out_dtype")
     _checks.uint8_codes(codes, "codes")
     _checks.absmax_for(absmax, codes.size, blocksize)
-    code = create_dynamic_map() if code is None else np.asarray(code, dtype=np.float32)
+    code = create_dynamic_map() if code is None else _checks.code_map(code, sorted_ascending=False)
     out = code[codes.ravel()] * _per_element(absmax, codes.size, blocksize)
     return _round_to(out, out_dtype).reshape(codes.shape)
 
@@ -148,7 +157,7 @@ def _unpack(packed: np.ndarray, n: int) -> np.ndarray:
 
 def quantize_4bit(A: np.ndarray, blocksize: int = 64, quant_type: str = "nf4") -> Tuple[np.ndarray, np.ndarray]:
     """Packed 4-bit codes (uint8, ceil(n/2) bytes) and absmax (float32, one per block)."""
-    blocksize = _checks.blocksize(blocksize)
+    blocksize = _checks.blocksize_4bit(blocksize)
     quant_type = _checks.quant_type(quant_type)
     v, absmax = _normalise(_as_float32(A), blocksize)
     if quant_type == "nf4":
@@ -168,7 +177,7 @@ def dequantize_4bit(
     out_dtype: object = np.float32,
 ) -> np.ndarray:
     """Values of the packed codes times absmax of their block, in float32, then out_dtype."""
-    blocksize = _checks.blocksize(blocksize)
+    blocksize = _checks.blocksize_4bit(blocksize)
     quant_type = _checks.quant_type(quant_type)
     out_dtype = _checks.float_dtype(out_dtype, "out_dtype")
     shape = _checks.shape(shape)

@@ -24,13 +24,13 @@ extern "C" {
 #define BNB_API __attribute__((visibility("default")))
 #endif
 
-/* Status codes returned by the quantization functions. */
+/* Status codes returned by the quantization and setting functions. */
 #define BNB_OK 0
-#define BNB_ERROR_INVALID_BLOCKSIZE 1  /* blocksize not a power of two in [64, 4096] */
+#define BNB_ERROR_INVALID_BLOCKSIZE 1  /* blocksize not a power of two in [64, 4096] ([32, 4096] for 4-bit) */
 #define BNB_ERROR_INVALID_QUANT_TYPE 2 /* quant_type not BNB_QUANT_FP4 / BNB_QUANT_NF4 */
-#define BNB_ERROR_INVALID_ARGUMENT 3   /* NULL pointer or n < 0 */
+#define BNB_ERROR_INVALID_ARGUMENT 3   /* NULL pointer, n < 0, code map not sorted, bad setting */
 #define BNB_ERROR_NONFINITE 4          /* input holds inf or NaN: outputs are unspecified */
-#define BNB_ERROR_NOT_AVAILABLE 5      /* the backend does not implement this function */
+#define BNB_ERROR_NOT_AVAILABLE 5      /* the backend, library or CPU cannot do what is asked */
 #define BNB_ERROR_RUNTIME 6            /* GPU runtime failure (no device, launch error...) */
 
 /* Value returned by the information functions when they do not apply to a backend. */
@@ -41,6 +41,7 @@ extern "C" {
 #define BNB_QUANT_NF4 2
 
 #define BNB_MIN_BLOCKSIZE 64
+#define BNB_MIN_BLOCKSIZE_4BIT 32
 #define BNB_MAX_BLOCKSIZE 4096
 
 /* "cpu", "cuda", "hip" or "xpu". */
@@ -56,7 +57,24 @@ BNB_API int bnb_device_count(void);
 /* Message describing the last failed call on this thread ("" when none). */
 BNB_API const char *bnb_last_error(void);
 
-/* Blockwise 8-bit quantization with a 256-entry code map sorted ascending.
+/* CPU backend: the instruction set of the kernels, chosen at the first call from what the CPU
+ * supports unless the environment variable BNB_CPU_ISA names one: "avx512", "avx2" or "scalar"
+ * on x86_64, "neon" or "scalar" on aarch64. "" on GPU backends, and "" while BNB_CPU_ISA names
+ * one this library cannot run (every quantization call then fails, saying why). */
+BNB_API const char *bnb_cpu_isa(void);
+/* Runs the CPU kernels of that instruction set from now on; NULL or "auto" for the automatic
+ * choice. BNB_ERROR_INVALID_ARGUMENT for an unknown name, BNB_ERROR_NOT_AVAILABLE when this CPU
+ * or library cannot run it, or on a GPU backend. Every instruction set gives the same results. */
+BNB_API int bnb_cpu_set_isa(const char *isa);
+/* CPU backend: the most threads a call uses (the setting, else one per hardware thread).
+ * BNB_NOT_AVAILABLE on GPU backends. */
+BNB_API int bnb_cpu_threads(void);
+/* 0 (the default): one per hardware thread; BNB_ERROR_INVALID_ARGUMENT when threads < 0,
+ * BNB_ERROR_NOT_AVAILABLE on a GPU backend. The results do not depend on it. */
+BNB_API int bnb_cpu_set_threads(int threads);
+
+/* Blockwise 8-bit quantization with a 256-entry code map sorted ascending (any finite values,
+ * equal neighbours allowed; otherwise BNB_ERROR_INVALID_ARGUMENT).
  * A: n values; absmax: ceil(n / blocksize) floats; out: n codes. */
 BNB_API int bnb_quantize_blockwise_fp32(const float *code, const float *A, float *absmax,
                                         unsigned char *out, int blocksize, long long n);
@@ -71,7 +89,8 @@ BNB_API int bnb_dequantize_blockwise_fp16(const float *code, const unsigned char
                                           long long n);
 
 /* Blockwise 4-bit quantization (FP4 or NF4), two codes per byte, first element in the
- * high nibble. A: n values; absmax: ceil(n / blocksize) floats; out: ceil(n / 2) bytes. */
+ * high nibble; blocksize is a power of two in [32, 4096].
+ * A: n values; absmax: ceil(n / blocksize) floats; out: ceil(n / 2) bytes. */
 BNB_API int bnb_quantize_4bit_fp32(const float *A, float *absmax, unsigned char *out,
                                    int blocksize, long long n, int quant_type);
 BNB_API int bnb_quantize_4bit_fp16(const unsigned short *A, float *absmax, unsigned char *out,

@@ -11,10 +11,10 @@
 
 namespace {
 
-// Validation shared by the four blockwise entry points; fills blocks on success.
+// Validation shared by the blockwise entry points; fills blocks on success.
 int prepare(const char *function, int blocksize, long long n, std::initializer_list<bnb::NamedPointer> pointers,
-            bnb::Blocks &blocks) {
-  if (int status = bnb::check_blocksize(blocksize)) return status;
+            bnb::Blocks &blocks, int min_blocksize = BNB_MIN_BLOCKSIZE) {
+  if (int status = bnb::check_blocksize(blocksize, min_blocksize)) return status;
   if (int status = bnb::check_arguments(function, n, pointers)) return status;
   blocks = {blocksize, n, (n + blocksize - 1) / blocksize};
   return BNB_OK;
@@ -23,7 +23,7 @@ int prepare(const char *function, int blocksize, long long n, std::initializer_l
 int prepare_4bit(const char *function, int blocksize, long long n, int quant_type,
                  std::initializer_list<bnb::NamedPointer> pointers, bnb::Blocks &blocks) {
   if (int status = bnb::check_quant_type(quant_type)) return status;
-  return prepare(function, blocksize, n, pointers, blocks);
+  return prepare(function, blocksize, n, pointers, blocks, BNB_MIN_BLOCKSIZE_4BIT);
 }
 
 }  // namespace
@@ -36,11 +36,23 @@ int bnb_runtime_version(void) { return bnb::backend::runtime_version(); }
 int bnb_device_count(void) { return bnb::backend::device_count(); }
 const char *bnb_last_error(void) { return bnb::last_error(); }
 
+const char *bnb_cpu_isa(void) { return bnb::backend::cpu_isa(); }
+int bnb_cpu_set_isa(const char *isa) { return bnb::backend::set_cpu_isa(isa); }
+int bnb_cpu_threads(void) { return bnb::backend::cpu_threads(); }
+int bnb_cpu_set_threads(int threads) {
+  if (threads < 0) {
+    return bnb::fail(BNB_ERROR_INVALID_ARGUMENT, "%s: invalid threads %d: must be >= 0 (0: one per hardware thread)",
+                     __func__, threads);
+  }
+  return bnb::backend::set_cpu_threads(threads);
+}
+
 int bnb_quantize_blockwise_fp32(const float *code, const float *A, float *absmax, unsigned char *out, int blocksize,
                                 long long n) {
   bnb::Blocks blocks;
   if (int status = prepare(__func__, blocksize, n, {{"code", code}, {"A", A}, {"absmax", absmax}, {"out", out}}, blocks))
     return status;
+  if (int status = bnb::check_code_map(__func__, code)) return status;
   if (n == 0) return BNB_OK;
   return bnb::backend::quantize_blockwise(code, A, absmax, out, blocks);
 }
@@ -50,6 +62,7 @@ int bnb_quantize_blockwise_fp16(const float *code, const unsigned short *A, floa
   bnb::Blocks blocks;
   if (int status = prepare(__func__, blocksize, n, {{"code", code}, {"A", A}, {"absmax", absmax}, {"out", out}}, blocks))
     return status;
+  if (int status = bnb::check_code_map(__func__, code)) return status;
   if (n == 0) return BNB_OK;
   return bnb::backend::quantize_blockwise(code, A, absmax, out, blocks);
 }

@@ -22,6 +22,14 @@ const char *name();
 int runtime_version();
 int device_count();
 
+// The CPU kernels' instruction set and thread count (bnb_cpu_isa and friends in bitsandbytes.h).
+// GPU backends have no CPU kernels: "" and BNB_NOT_AVAILABLE, and the setters fail with
+// BNB_ERROR_NOT_AVAILABLE. set_cpu_isa receives NULL, "auto" or a name; set_cpu_threads >= 0.
+const char *cpu_isa();
+int set_cpu_isa(const char *isa);
+int cpu_threads();
+int set_cpu_threads(int threads);
+
 template <typename T>
 int quantize_blockwise(const float *code, const T *A, float *absmax, unsigned char *out, Blocks blocks);
 template <typename T>
@@ -33,6 +41,16 @@ int dequantize_4bit(const unsigned char *A, const float *absmax, T *out, Blocks 
 
 }  // namespace backend
 }  // namespace bnb
+
+// What a GPU backend writes once, inside namespace bnb::backend, for the four CPU functions above.
+#define BNB_DEFINE_NO_CPU_KERNELS()                                                                  \
+  static int no_cpu_kernels(const char *function) {                                                  \
+    return fail(BNB_ERROR_NOT_AVAILABLE, "%s: the %s backend has no CPU kernels", function, name()); \
+  }                                                                                                  \
+  const char *cpu_isa() { return ""; }                                                               \
+  int set_cpu_isa(const char *) { return no_cpu_kernels("bnb_cpu_set_isa"); }                        \
+  int cpu_threads() { return BNB_NOT_AVAILABLE; }                                                    \
+  int set_cpu_threads(int) { return no_cpu_kernels("bnb_cpu_set_threads"); }
 
 // A backend's source defines the four templates above and then writes this once, inside
 // namespace bnb::backend, to compile them for both element types.

@@ -1,38 +1,49 @@
-// Runs a function over the blocks [0, count) split into contiguous ranges, one per hardware
-// thread. Every block is processed by exactly one call and blocks never share output bytes, so
-// results do not depend on the thread count.
+// Runs a function over the blocks [0, count) on up to `threads` threads. The blocks are cut into
+// contiguous chunks that the threads take in turn (the calling thread too), so a thread that starts
+// late or runs on a busy core takes fewer chunks. Every block is processed by exactly one call and
+// blocks never share output bytes, so results do not depend on the thread count or the timing.
+//
+// The helper threads belong to a pool that lives as long as the process (parallel.cpp): starting
+// a thread costs tens to hundreds of microseconds, as much as a whole dequantization of a few
+// million values.
 #ifndef BNB_CPU_PARALLEL_H
 #define BNB_CPU_PARALLEL_H
 
 #include <algorithm>
-#include <thread>
-#include <vector>
+#include <atomic>
 
 namespace bnb::cpu {
 
+// Runs work(context) on the calling thread and on up to `helpers` pool threads at once; returns
+// when every thread that started it has returned. work must be safe to run on several threads
+// (and to find nothing left to do). Concurrent calls from several threads are allowed.
+void run_on_pool(int helpers, void (*work)(void *), void *context);
+
+// threads: the most threads to use (>= 1). A chunk holds at least min_blocks blocks, so small
+// calls stay on the calling thread.
 template <typename Function>  // Function(long long first_block, long long end_block)
-void parallel_for_blocks(long long count, Function function) {
-  long long threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = std::min(threads, count);
+void parallel_for_blocks(long long count, long long threads, long long min_blocks, Function function) {
+  min_blocks = std::max(1LL, min_blocks);
+  threads = std::min(threads, std::max(1LL, count / min_blocks));
   if (threads <= 1) {
     function(0LL, count);
     return;
   }
-  std::vector<std::thread> workers;
-  workers.reserve(static_cast<size_t>(threads - 1));
-  long long per_thread = count / threads;
-  long long extra = count % threads;  // the first `extra` ranges get one more block
-  long long first = 0;
-  for (long long t = 0; t < threads; ++t) {
-    long long end = first + per_thread + (t < extra ? 1 : 0);
-    if (t == threads - 1) {
-      function(first, end);  // the calling thread takes the last range
-    } else {
-      workers.emplace_back(function, first, end);
+  // A few chunks per thread: enough to even out the load, few enough to keep the chunks long.
+  struct Job {
+    Function *function;
+    long long count;
+    long long per_chunk;
+    std::atomic<long long> next;
+  };
+  long long chunks = std::min(count / min_blocks, threads * 8);
+  Job job{&function, count, (count + chunks - 1) / chunks, {0}};
+  run_on_pool(static_cast<int>(std::min(threads - 1, 1024LL)), [](void *context) {
+    Job &j = *static_cast<Job *>(context);
+    for (long long first = j.next.fetch_add(j.per_chunk); first < j.count; first = j.next.fetch_add(j.per_chunk)) {
+      (*j.function)(first, std::min(first + j.per_chunk, j.count));
     }
-    first = end;
-  }
-  for (std::thread &worker : workers) worker.join();
+  }, &job);
 }
 
 }  // namespace bnb::cpu

@@ -154,6 +154,7 @@ int dequantize_4bit(const unsigned char *A, const float *absmax, T *out, Blocks 
   return BNB_OK;
 }
 
+BNB_DEFINE_NO_CPU_KERNELS()
 BNB_INSTANTIATE_BACKEND(float);
 BNB_INSTANTIATE_BACKEND(unsigned short);
 

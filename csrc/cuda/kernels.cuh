@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
       continue;
     }
     if (threadIdx.x == 0) absmax[b] = block_max;
-    // Blocks start at even indices (blocksize >= 64), so each byte belongs to one block.
+    // Blocks start at even indices (blocksize >= 32), so each byte belongs to one block.
     for (long long i = range.begin + 2 * threadIdx.x; i < range.end; i += 2 * blockDim.x) {
       int high = code_4bit(normalise(load(A, i), block_max), quant_type);
       int low = i + 1 < range.end ? code_4bit(normalise(load(A, i + 1), block_max), quant_type) : 0;

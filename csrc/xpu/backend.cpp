@@ -207,7 +207,7 @@ int quantize_4bit(const T *A, float *absmax, unsigned char *out, Blocks blocks, 
           continue;
         }
         if (local == 0) absmax_ptr[b] = block_max;
-        // Blocks start at even indices (blocksize >= 64), so each byte belongs to one block.
+        // Blocks start at even indices (blocksize >= 32), so each byte belongs to one block.
         for (long long i = range.begin + 2 * local; i < range.end; i += 2 * kWorkGroupSize) {
           int high = code_4bit(normalise(load(A_ptr, i), block_max), quant_type);
           int low = i + 1 < range.end ? code_4bit(normalise(load(A_ptr, i + 1), block_max), quant_type) : 0;
@@ -272,6 +272,7 @@ int dequantize_4bit(const unsigned char *A, const float *absmax, T *out, Blocks 
   });
 }
 
+BNB_DEFINE_NO_CPU_KERNELS()
 BNB_INSTANTIATE_BACKEND(float);
 BNB_INSTANTIATE_BACKEND(unsigned short);
 

@@ -37,6 +37,22 @@ PLATFORMS = {
 
 N, BLOCKSIZE = 1000, 64  # not a multiple of the block size: the last block is partial
 
+# The CPU kernels each library can run on this machine (BNB_CPU_ISA), by its architecture: x86_64
+# libraries run natively (the AVX sets only where this CPU has them), aarch64 ones under qemu-user,
+# which emulates NEON.
+X86_ISA_FLAGS = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "f16c"}, "avx2": {"avx2", "f16c"}}
+
+
+@pytest.fixture(scope="session")
+def x86_isas() -> list[str]:
+    """scalar, and the AVX kernels this machine's CPU flags (/proc/cpuinfo) allow; best last."""
+    try:
+        line = next(text for text in Path("/proc/cpuinfo").read_text().splitlines() if text.startswith("flags"))
+    except (OSError, StopIteration):
+        return ["scalar"]
+    flags = set(line.split(":", 1)[1].split())
+    return ["scalar"] + [isa for isa in ("avx2", "avx512") if X86_ISA_FLAGS[isa] <= flags]
+
 
 def zig_available() -> bool:
     done = subprocess.run([sys.executable, "-m", "ziglang", "version"], capture_output=True, text=True, check=False)
@@ -74,39 +90,76 @@ def cross_build(tmp_path_factory: pytest.TempPathFactory) -> CrossRun:
 @pytest.fixture(scope="session")
 def abi_names() -> set[str]:
     names = set(re.findall(r"^BNB_API\s+[^(]*?\b(bnb_\w+)\s*\(", HEADER.read_text(), flags=re.MULTILINE))
-    assert len(names) == 13, sorted(names)
+    assert len(names) == 17, sorted(names)
     return names
 
 
-@pytest.fixture(scope="session")
-def roundtrip_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """The round-trip program's input file and the lines it must print, from bitsandbytes.reference."""
+def write_roundtrip_input(path: Path, a: np.ndarray, blocksize: int, blocksize4: int) -> list[str]:
+    """Writes the round-trip program's input for the values `a` and returns the lines it must print
+    after its `backend` and `isa` lines, computed with bitsandbytes.reference."""
     from bitsandbytes import reference
 
-    rng = np.random.default_rng(20)
-    a = (rng.standard_normal(N) * 3).astype(np.float32)
-    a[::97] = 0.0
+    a = np.asarray(a, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        half = a.astype(np.float16)
+    half[~np.isfinite(half)] = np.float16(65504)  # float32 values beyond float16's range
     code = reference.create_dynamic_map()
-    path = tmp_path_factory.mktemp("roundtrip-input") / "input.bin"
-    path.write_bytes(struct.pack("<ii", N, BLOCKSIZE) + code.astype("<f4").tobytes() + a.astype("<f4").tobytes())
-
-    codes, absmax = reference.quantize_blockwise(a, code, BLOCKSIZE)
-    d8 = reference.dequantize_blockwise(codes, absmax, code, BLOCKSIZE)
-    nf4, nf4_absmax = reference.quantize_4bit(a, BLOCKSIZE, "nf4")
-    dnf4 = reference.dequantize_4bit(nf4, nf4_absmax, a.shape, BLOCKSIZE, "nf4")
-    fp4, fp4_absmax = reference.quantize_4bit(a, BLOCKSIZE, "fp4")
+    header = struct.pack("<iii", a.size, blocksize, blocksize4)
+    path.write_bytes(header + code.astype("<f4").tobytes() + a.astype("<f4").tobytes() + half.astype("<f2").tobytes())
 
     def line(label: str, array: np.ndarray) -> str:
         little = array.astype(array.dtype.newbyteorder("<"))
         return f"{label} {little.tobytes().hex()}"
 
-    expected = [
-        "backend cpu",
-        line("q8.codes", codes), line("q8.absmax", absmax), line("d8", d8),
-        line("nf4.codes", nf4), line("nf4.absmax", nf4_absmax), line("dnf4", dnf4),
-        line("fp4.codes", fp4), line("fp4.absmax", fp4_absmax),
-    ]  # fmt: skip
-    return path, expected
+    lines = []
+    for x, tag, out_dtype in ((a, "", np.float32), (half, "h", np.float16)):
+        codes, absmax = reference.quantize_blockwise(x, code, blocksize)
+        lines += [line(f"q8{tag}.codes", codes), line(f"q8{tag}.absmax", absmax),
+                  line(f"d8{tag}", reference.dequantize_blockwise(codes, absmax, code, blocksize, out_dtype))]
+        for kind in ("nf4", "fp4"):
+            packed, absmax = reference.quantize_4bit(x, blocksize4, kind)
+            lines += [line(f"{kind}{tag}.codes", packed), line(f"{kind}{tag}.absmax", absmax),
+                      line(f"d{kind}{tag}", reference.dequantize_4bit(packed, absmax, x.shape, blocksize4, kind, out_dtype))]
+    return lines
+
+
+@pytest.fixture(scope="session")
+def roundtrip_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The round-trip program's input file and the lines it must print after `backend` and `isa`."""
+    rng = np.random.default_rng(20)
+    a = (rng.standard_normal(N) * 3).astype(np.float32)
+    a[::97] = 0.0
+    path = tmp_path_factory.mktemp("roundtrip-input") / "input.bin"
+    return path, write_roundtrip_input(path, a, BLOCKSIZE, BLOCKSIZE)
+
+
+@pytest.fixture(scope="session")
+def adversarial_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[str]]]:
+    """Inputs that test every kernel's edge cases: values on and next to every threshold, zeros in
+    and as whole blocks, subnormal inputs and normalised values, float32's extremes, partial last
+    blocks, 4-bit blocksize 32. name -> (input file, expected lines after `backend` and `isa`)."""
+    from bitsandbytes import reference
+
+    rng = np.random.default_rng(21)
+    t = np.concatenate([reference.thresholds(reference.create_dynamic_map()), reference.thresholds(reference.NF4),
+                        reference.thresholds(np.sort(reference.FP4_MAGNITUDES))])
+    t = np.concatenate([t, -t, np.nextafter(t, np.float32(2)), np.nextafter(t, np.float32(-2))]).astype(np.float32)
+    on_thresholds = np.resize(t, 3001)
+    on_thresholds[::32] = 1.0
+    zeros = rng.standard_normal(1000).astype(np.float32)
+    zeros[rng.random(1000) < 0.4] = 0.0
+    zeros[64:192] = -0.0
+    cases = {
+        "thresholds": (on_thresholds, 64, 32),
+        "zeros": (zeros, 64, 32),
+        "subnormal": (np.where(np.arange(777) % 64 == 0, 3e38, rng.standard_normal(777) * 1e-5), 64, 64),
+        "denormal-input": (rng.uniform(-1, 1, 517) * 1e-39, 64, 32),
+        "extremes": (np.resize(np.array([3.4e38, -3.4e38, 1e-45, -1e-45, 1.0]), 4099), 4096, 4096),
+        "wide-range": (rng.standard_normal(2003) * 10.0 ** rng.uniform(-30, 30, 2003), 256, 128),
+    }
+    folder = tmp_path_factory.mktemp("adversarial-inputs")
+    return {name: (folder / f"{name}.bin", write_roundtrip_input(folder / f"{name}.bin", np.asarray(a), bs, bs4))
+            for name, (a, bs, bs4) in cases.items()}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

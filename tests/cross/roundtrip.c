@@ -4,13 +4,17 @@
  *
  *   roundtrip LIBRARY INPUT
  *
- * INPUT (little-endian): int32 n, int32 blocksize, 256 float32 (the 8-bit code map), n float32 values.
- * Output, one line each, bytes in hex: the backend name, then the outputs of
- *   q8   bnb_quantize_blockwise_fp32  (codes, absmax)
- *   d8   bnb_dequantize_blockwise_fp32 of those codes
- *   nf4  bnb_quantize_4bit_fp32 NF4   (packed codes, absmax)
- *   fp4  bnb_quantize_4bit_fp32 FP4   (packed codes, absmax)
- *   dnf4 bnb_dequantize_4bit_fp32 of the NF4 codes
+ * INPUT (little-endian): int32 n, int32 blocksize (8-bit), int32 blocksize (4-bit), 256 float32
+ * (the 8-bit code map), n float32 values, n uint16 (the values as IEEE binary16).
+ * Output, one line each: the backend name, the instruction set of the CPU kernels (bnb_cpu_isa;
+ * BNB_CPU_ISA in the environment chooses it), then in hex the bytes of the outputs of
+ *   q8    bnb_quantize_blockwise_fp32   (codes, absmax)
+ *   d8    bnb_dequantize_blockwise_fp32 of those codes
+ *   nf4   bnb_quantize_4bit_fp32 NF4    (packed codes, absmax)
+ *   dnf4  bnb_dequantize_4bit_fp32 of the NF4 codes
+ *   fp4   bnb_quantize_4bit_fp32 FP4    (packed codes, absmax)
+ *   dfp4  bnb_dequantize_4bit_fp32 of the FP4 codes
+ * and the same from binary16 input to binary16 output (q8h, d8h, nf4h, dnf4h, fp4h, dfp4h).
  * The test compares them with bitsandbytes.reference computed on the build machine.
  */
 #include <stdio.h>
@@ -32,10 +36,10 @@ static const char *load_error(void) { return dlerror(); }
 #endif
 
 typedef const char *(*text_fn)(void);
-typedef int (*q8_fn)(const float *, const float *, float *, unsigned char *, int, long long);
-typedef int (*d8_fn)(const float *, const unsigned char *, const float *, float *, int, long long);
-typedef int (*q4_fn)(const float *, float *, unsigned char *, int, long long, int);
-typedef int (*d4_fn)(const unsigned char *, const float *, float *, int, long long, int);
+typedef int (*q8_fn)(const float *, const void *, float *, unsigned char *, int, long long);
+typedef int (*d8_fn)(const float *, const unsigned char *, const float *, void *, int, long long);
+typedef int (*q4_fn)(const void *, float *, unsigned char *, int, long long, int);
+typedef int (*d4_fn)(const unsigned char *, const float *, void *, int, long long, int);
 
 static library_t lib;
 
@@ -62,6 +66,42 @@ static void check(const char *what, int status) {
   }
 }
 
+/* One pass over the library: input of `width` bytes per value (4: float32, 2: binary16). */
+static void run(const char *suffix, const char *tag, const float *code, const void *a, size_t width, long long n,
+                int blocksize, int blocksize4, void *out) {
+  char name[64], label[32];
+  long long blocks = (n + blocksize - 1) / blocksize, blocks4 = (n + blocksize4 - 1) / blocksize4, packed = (n + 1) / 2;
+  float *absmax = malloc((blocks > blocks4 ? blocks : blocks4) * sizeof(float));
+  unsigned char *codes = malloc(n), *codes4 = malloc(packed);
+  static const char *kinds[2] = {"fp4", "nf4"};
+
+  snprintf(name, sizeof name, "bnb_quantize_blockwise_%s", suffix);
+  check(name, ((q8_fn)need(name))(code, a, absmax, codes, blocksize, n));
+  snprintf(label, sizeof label, "q8%s.codes", tag);
+  hex(label, codes, n);
+  snprintf(label, sizeof label, "q8%s.absmax", tag);
+  hex(label, absmax, blocks * sizeof(float));
+  snprintf(name, sizeof name, "bnb_dequantize_blockwise_%s", suffix);
+  check(name, ((d8_fn)need(name))(code, codes, absmax, out, blocksize, n));
+  snprintf(label, sizeof label, "d8%s", tag);
+  hex(label, out, n * width);
+  for (int k = 1; k >= 0; k--) { /* NF4 (2), then FP4 (1) */
+    snprintf(name, sizeof name, "bnb_quantize_4bit_%s", suffix);
+    check(name, ((q4_fn)need(name))(a, absmax, codes4, blocksize4, n, k + 1));
+    snprintf(label, sizeof label, "%s%s.codes", kinds[k], tag);
+    hex(label, codes4, packed);
+    snprintf(label, sizeof label, "%s%s.absmax", kinds[k], tag);
+    hex(label, absmax, blocks4 * sizeof(float));
+    snprintf(name, sizeof name, "bnb_dequantize_4bit_%s", suffix);
+    check(name, ((d4_fn)need(name))(codes4, absmax, out, blocksize4, n, k + 1));
+    snprintf(label, sizeof label, "d%s%s", kinds[k], tag);
+    hex(label, out, n * width);
+  }
+  free(absmax);
+  free(codes);
+  free(codes4);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s LIBRARY INPUT\n", argv[0]);
@@ -73,36 +113,29 @@ int main(int argc, char **argv) {
     return 1;
   }
   FILE *f = fopen(argv[2], "rb");
-  int header[2];
-  if (!f || fread(header, sizeof(int), 2, f) != 2) {
+  int header[3];
+  if (!f || fread(header, sizeof(int), 3, f) != 3) {
     fprintf(stderr, "cannot read %s\n", argv[2]);
     return 2;
   }
   long long n = header[0];
-  int blocksize = header[1];
-  long long blocks = (n + blocksize - 1) / blocksize, packed = (n + 1) / 2;
+  int blocksize = header[1], blocksize4 = header[2];
   float *code = malloc(256 * sizeof(float)), *a = malloc(n * sizeof(float)), *out = malloc(n * sizeof(float));
-  float *absmax = malloc(blocks * sizeof(float));
-  unsigned char *codes = malloc(n), *codes4 = malloc(packed);
-  if (fread(code, sizeof(float), 256, f) != 256 || fread(a, sizeof(float), (size_t)n, f) != (size_t)n) {
+  unsigned short *a16 = malloc(n * sizeof(unsigned short));
+  if (fread(code, sizeof(float), 256, f) != 256 || fread(a, sizeof(float), (size_t)n, f) != (size_t)n ||
+      fread(a16, sizeof(unsigned short), (size_t)n, f) != (size_t)n) {
     fprintf(stderr, "%s is too short\n", argv[2]);
     return 2;
   }
   fclose(f);
 
   printf("backend %s\n", ((text_fn)need("bnb_backend"))());
-  check("q8", ((q8_fn)need("bnb_quantize_blockwise_fp32"))(code, a, absmax, codes, blocksize, n));
-  hex("q8.codes", codes, n);
-  hex("q8.absmax", absmax, blocks * sizeof(float));
-  check("d8", ((d8_fn)need("bnb_dequantize_blockwise_fp32"))(code, codes, absmax, out, blocksize, n));
-  hex("d8", out, n * sizeof(float));
-  check("nf4", ((q4_fn)need("bnb_quantize_4bit_fp32"))(a, absmax, codes4, blocksize, n, 2));
-  hex("nf4.codes", codes4, packed);
-  hex("nf4.absmax", absmax, blocks * sizeof(float));
-  check("dnf4", ((d4_fn)need("bnb_dequantize_4bit_fp32"))(codes4, absmax, out, blocksize, n, 2));
-  hex("dnf4", out, n * sizeof(float));
-  check("fp4", ((q4_fn)need("bnb_quantize_4bit_fp32"))(a, absmax, codes4, blocksize, n, 1));
-  hex("fp4.codes", codes4, packed);
-  hex("fp4.absmax", absmax, blocks * sizeof(float));
+  const char *isa = ((text_fn)need("bnb_cpu_isa"))();
+  if (!*isa) { /* BNB_CPU_ISA names kernels this library cannot run: the calls say why */
+    check("bnb_cpu_isa", ((q4_fn)need("bnb_quantize_4bit_fp32"))(a, out, (unsigned char *)out, blocksize4, n, 2));
+  }
+  printf("isa %s\n", isa);
+  run("fp32", "", code, a, sizeof(float), n, blocksize, blocksize4, out);
+  run("fp16", "h", code, a16, sizeof(unsigned short), n, blocksize, blocksize4, out);
   return 0;
 }

@@ -9,6 +9,8 @@ gives the same bytes from another folder.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,36 +128,114 @@ def prepare(folder: Path, program: Path, library: Path, data: Path) -> Path:
     return folder
 
 
-def test_linux_x86_64_library_round_trip(cross_build, roundtrip_program, roundtrip_input, tmp_path: Path) -> None:
+def split_output(lines: list[str]) -> tuple[str, list[str]]:
+    """The round-trip program's `isa` (the CPU kernels it ran) and its result lines."""
+    assert lines[0] == "backend cpu" and lines[1].startswith("isa "), lines[:2]
+    return lines[1].split(" ", 1)[1], lines[2:]
+
+
+def test_linux_x86_64_library_round_trip(cross_build, roundtrip_program, roundtrip_input, x86_isas, tmp_path: Path) -> None:
     data, expected = roundtrip_input
     work = prepare(tmp_path / "run", roundtrip_program("x86_64-linux-gnu.2.17"), cross_build.library("linux-x86_64"), data)
-    assert run_program(["./roundtrip", "./libbitsandbytes_cpu.so", "input.bin"], cwd=work) == expected
+    isa, lines = split_output(run_program(["./roundtrip", "./libbitsandbytes_cpu.so", "input.bin"], cwd=work))
+    assert lines == expected
+    assert isa == x86_isas[-1], "the automatic choice is the best kernel set this CPU runs"
 
 
-def test_windows_x64_dll_round_trip_under_wine(cross_build, roundtrip_program, roundtrip_input, wine64, tmp_path: Path) -> None:
+def test_windows_x64_dll_round_trip_under_wine(cross_build, roundtrip_program, roundtrip_input, wine64, x86_isas, tmp_path: Path) -> None:
     wine, env = wine64
     data, expected = roundtrip_input
     work = prepare(tmp_path / "run", roundtrip_program("x86_64-windows-gnu"), cross_build.library("windows-x64"), data)
-    assert run_program([wine, "roundtrip.exe", "libbitsandbytes_cpu.dll", "input.bin"], cwd=work, env=env) == expected
+    isa, lines = split_output(run_program([wine, "roundtrip.exe", "libbitsandbytes_cpu.dll", "input.bin"], cwd=work, env=env))
+    assert lines == expected
+    assert isa == x86_isas[-1], "the Windows DLL detects the CPU's kernels too"
+    for forced in x86_isas:
+        isa, lines = split_output(run_program([wine, "roundtrip.exe", "libbitsandbytes_cpu.dll", "input.bin"], cwd=work,
+                                              env={**env, "BNB_CPU_ISA": forced}))  # fmt: skip
+        assert (isa, lines) == (forced, expected)
 
 
 def test_linux_aarch64_library_round_trip_under_qemu(cross_build, roundtrip_program, roundtrip_input, qemu_aarch64, tmp_path: Path) -> None:
     qemu, sysroot = qemu_aarch64
     data, expected = roundtrip_input
     work = prepare(tmp_path / "run", roundtrip_program("aarch64-linux-gnu.2.17"), cross_build.library("linux-aarch64"), data)
-    assert run_program([qemu, "-L", str(sysroot), "./roundtrip", "./libbitsandbytes_cpu.so", "input.bin"], cwd=work) == expected
+    isa, lines = split_output(run_program([qemu, "-L", str(sysroot), "./roundtrip", "./libbitsandbytes_cpu.so", "input.bin"], cwd=work))
+    assert lines == expected
+    assert isa == "neon", "NEON is part of every aarch64 CPU: the automatic choice"
+
+
+def run_every_case(argv: list[str], work: Path, cases: dict, isas: list[str], env: dict | None = None) -> list[str]:
+    """Runs the round-trip program on every case with each forced kernel set; returns what ran."""
+    ran = []
+    base = dict(os.environ if env is None else env)
+    for name, (data, expected) in cases.items():
+        shutil.copy(data, work / data.name)
+        for forced in isas:
+            isa, lines = split_output(run_program([*argv, data.name], cwd=work, env={**base, "BNB_CPU_ISA": forced}))
+            assert isa == forced, f"{name}: BNB_CPU_ISA={forced} ran {isa}"
+            bad = [line.split(" ", 1)[0] for line, want in zip(lines, expected) if line != want]
+            assert lines == expected, f"{name} with the {forced} kernels differs from the reference in {bad or 'length'}"
+            ran.append(f"{name}/{forced}")
+    return ran
+
+
+def test_neon_kernels_equal_the_scalar_kernels_and_the_reference_under_qemu(
+    cross_build, roundtrip_program, adversarial_inputs, qemu_aarch64, tmp_path: Path
+) -> None:
+    """The aarch64 library's NEON kernels (run by qemu-user) and its scalar kernels, forced with
+    BNB_CPU_ISA, both give bitsandbytes.reference's bytes on inputs at every edge case."""
+    qemu, sysroot = qemu_aarch64
+    work = prepare(tmp_path / "run", roundtrip_program("aarch64-linux-gnu.2.17"), cross_build.library("linux-aarch64"),
+                   next(iter(adversarial_inputs.values()))[0])  # fmt: skip
+    argv = [qemu, "-L", str(sysroot), "./roundtrip", "./libbitsandbytes_cpu.so"]
+    ran = run_every_case(argv, work, adversarial_inputs, ["neon", "scalar"])
+    print(f"aarch64 under qemu: {', '.join(ran)}")
+
+
+def test_x86_64_kernels_of_this_cpu_equal_the_reference(cross_build, roundtrip_program, adversarial_inputs, x86_isas, tmp_path: Path) -> None:
+    """The zig-built x86_64 library's kernels (AVX-512 and AVX2 where this CPU has them, scalar), forced
+    with BNB_CPU_ISA, all give bitsandbytes.reference's bytes."""
+    work = prepare(tmp_path / "run", roundtrip_program("x86_64-linux-gnu.2.17"), cross_build.library("linux-x86_64"),
+                   next(iter(adversarial_inputs.values()))[0])  # fmt: skip
+    ran = run_every_case(["./roundtrip", "./libbitsandbytes_cpu.so"], work, adversarial_inputs, x86_isas)
+    print(f"x86_64: {', '.join(ran)}")
+
+
+def objdump_text(path: Path) -> str:
+    tool = shutil.which("llvm-objdump") or next((t for t in (shutil.which(f"llvm-objdump-{v}") for v in range(20, 13, -1)) if t), None)
+    if tool is None:
+        pytest.skip("llvm-objdump is not installed (apt-get install llvm): cannot disassemble other architectures")
+    return subprocess.run([tool, "-d", str(path)], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("platform", ["linux-x86_64", "windows-x64"])
+def test_x86_64_libraries_keep_their_avx2_and_avx512_kernels(cross_build, platform: str) -> None:
+    """zig compiles for the baseline x86_64 CPU; the kernel files' own flags must still give AVX code."""
+    text = objdump_text(cross_build.library(platform))
+    assert "zmm" in text and ("vpermt2ps" in text or "vpermi2ps" in text), f"{platform}: no AVX-512 kernels"
+    assert "ymm" in text and "vgatherdps" in text, f"{platform}: no AVX2 kernels"
+
+
+@pytest.mark.parametrize("platform", ["linux-aarch64", "windows-arm64", "macos-arm64"])
+def test_arm64_libraries_keep_their_neon_kernels(cross_build, platform: str) -> None:
+    # llvm-objdump writes `tbl v0.16b, {...}` for ELF and PE, Apple's `tbl.16b v0, {...}` for Mach-O.
+    text = objdump_text(cross_build.library(platform))
+    mnemonics = [line.split("\t")[1] for line in text.splitlines() if line.count("\t") >= 2]
+    assert any(m in ("tbl", "tbl.16b", "tbx", "tbx.16b") for m in mnemonics), f"{platform}: no NEON table lookups"
+    assert re.search(r"\tfdiv(\.4s)?\tv\d+(\.4s)?,", text), f"{platform}: no NEON division (the NEON kernels)"
 
 
 def test_the_same_job_gives_the_same_bytes_elsewhere(cross_build, tmp_path: Path) -> None:
     """The Windows x64 job again, by its plan argv in another folder (as the Dagger container runs it)."""
     from bitsandbytes_ci.matrix import load_matrix
     from bitsandbytes_ci.plan import Selection, plan_jobs
+    from bitsandbytes_ci.tree import read_tree
 
     from bnb_build import inputs
 
-    [job] = plan_jobs(load_matrix(), Selection(backends=("cpu",), platforms=("windows-x64",)))
+    [job] = plan_jobs(load_matrix(), Selection(backends=("cpu",), platforms=("windows-x64",)), read_tree(REPO_ROOT))
     work = tmp_path / "elsewhere" / "deeper"
-    inputs.copy_subset(REPO_ROOT, job.sources, work / "src")
+    inputs.copy_subset(REPO_ROOT, job.present_sources(REPO_ROOT), work / "src")
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT / "pipeline" / "src"), "BNB_NO_CCACHE": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     done = subprocess.run(job.native_argv(), cwd=work, env=env, capture_output=True, text=True, timeout=1800, check=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagger
 import pytest
 from dagger import dag
-from conftest import repo_source
+from dagger_sources import repo_source
 from dagger_fake_engine import FakeEngine
 
 from bitsandbytes_ci.errors import SelectionError

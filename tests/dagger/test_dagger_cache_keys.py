@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import repo_files as conftest_repo_files
+from dagger_sources import repo_files as conftest_repo_files
 from dagger_fake_engine import FakeEngine, chain, identity, tree_source
 
 from bitsandbytes_ci.main import BitsandbytesCi

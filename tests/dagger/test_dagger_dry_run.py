@@ -14,7 +14,7 @@ from typing import Any
 import dagger
 import pytest
 from dagger import dag
-from conftest import REPO, repo_source
+from dagger_sources import REPO, repo_source
 from dagger_fake_engine import Call, FakeEngine, Recorded, chain, exec_error, fake_digest, render, tree_source
 
 from bitsandbytes_ci import cli, release_verbs
@@ -458,7 +458,7 @@ async def test_publish_runs_the_shared_command_line(engine: FakeEngine, monkeypa
     assert secret_names(q) == (["ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"] if trusted else ["PYPI_TOKEN"])
     assert all(isinstance(c.args["secret"], dagger.Secret) for c in q.named("withSecretVariable"))
     assert not {"PYPI_TOKEN", "TWINE_PASSWORD", "TWINE_USERNAME"} & set(env(q))
-    assert ["python3", "-m", "pip", "install", "-c", "/opt/bnb/step-requirements.txt", "twine"] in q.execs()
+    assert ["python3", "-m", "pip", "install", "-c", "/opt/bnb/step-requirements.txt", "twine", "lief"] in q.execs()
     assert expect_file(q) == expect_json(expectations(load_matrix(), container_jobs(Selection(platforms=tuple(linux))), TREE))
     host = host_steps(monkeypatch, "publish", "--wheels", "wheels", "--repository-url", url, *(["--trusted-publishing"] if trusted else []))
     assert host == [(q.execs()[-1], expect_file(q))], "the host verb runs the same command with the same expect.json"

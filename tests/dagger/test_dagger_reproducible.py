@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from dagger import dag
 from dagger.client.base import Type
-from conftest import REPO, repo_source
+from dagger_sources import REPO, repo_source
 from dagger_fake_engine import Call, FakeEngine, chain, fake_digest
 
 from bitsandbytes_ci.main import BitsandbytesCi

@@ -104,8 +104,10 @@ class NativeLibrary:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lib = ctypes.CDLL(str(path))
-        for name in ("bnb_backend", "bnb_version", "bnb_last_error"):
+        for name in ("bnb_backend", "bnb_version", "bnb_last_error", "bnb_cpu_isa"):
             getattr(self.lib, name).restype = ctypes.c_char_p
+        self.lib.bnb_cpu_set_isa.argtypes = [ctypes.c_char_p]
+        self.lib.bnb_cpu_set_threads.argtypes = [ctypes.c_int]
         p, i, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
         for name in ("quantize_blockwise", "dequantize_blockwise"):
             for dtype in ("fp32", "fp16"):
@@ -137,7 +139,7 @@ def native_build():
 @pytest.fixture(scope="session")
 def abi_names() -> set[str]:
     names = abi_symbols()
-    assert len(names) == 13, f"parsed {sorted(names)} from {HEADER}"
+    assert len(names) == 17, f"parsed {sorted(names)} from {HEADER}"
     return names
 
 
@@ -204,9 +206,9 @@ def cuda_build(tmp_path_factory: pytest.TempPathFactory, nvcc: str) -> Build:
     return build
 
 
-# --- HIP (Debian's ROCm 5.2 toolchain, cmake/toolchains/debian-rocm.cmake) ------------------------
+# --- HIP (Debian's ROCm 5.2 toolchain, pipeline/src/bnb_build/cmake/debian-rocm.cmake) ------------------------
 
-DEBIAN_ROCM_TOOLCHAIN = REPO_ROOT / "cmake" / "toolchains" / "debian-rocm.cmake"
+DEBIAN_ROCM_TOOLCHAIN = REPO_ROOT / "pipeline" / "src" / "bnb_build" / "cmake" / "debian-rocm.cmake"
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ class HipToolchain:
 
 @pytest.fixture(scope="session")
 def hip_toolchain() -> HipToolchain:
-    """/opt/rocm as it is, else Debian's packages through cmake/toolchains/debian-rocm.cmake."""
+    """/opt/rocm as it is, else Debian's packages through the pipeline's debian-rocm.cmake."""
     opt_rocm = Path("/opt/rocm")
     if (opt_rocm / "lib" / "cmake" / "hip-lang").is_dir():
         return HipToolchain({"HIP_PLATFORM": "amd"}, opt_rocm / "include" / "hip" / "hip_version.h")

@@ -6,6 +6,10 @@ checked against hand computations from docs/quantization.md.
 
 from __future__ import annotations
 
+import platform
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -48,6 +52,65 @@ def test_information_functions(cpu, repo_root):
     assert cpu.text("bnb_version") == (repo_root / "VERSION").read_text().strip()
     assert cpu.call("runtime_version") == -1
     assert cpu.call("device_count") == -1
+
+
+def test_cpu_kernel_settings(cpu):
+    # The automatic choice is one of the instruction sets of this architecture (tests/package/test_cpu_isa.py
+    # compares it with the CPU's flags and every set's results with the scalar kernels').
+    automatic = cpu.text("bnb_cpu_isa")
+    assert automatic in ("avx512", "avx2", "neon", "scalar")
+    assert cpu.lib.bnb_cpu_set_isa(b"scalar") == BNB_OK and cpu.text("bnb_cpu_isa") == "scalar"
+    assert cpu.lib.bnb_cpu_set_isa(b"mmx") == BNB_ERROR_INVALID_ARGUMENT
+    assert "instruction set 'mmx' is not a CPU instruction set" in cpu.text("bnb_last_error")
+    assert cpu.text("bnb_cpu_isa") == "scalar", "a refused name changes nothing"
+    assert cpu.lib.bnb_cpu_set_isa(None) == BNB_OK and cpu.text("bnb_cpu_isa") == automatic
+    assert cpu.lib.bnb_cpu_set_isa(b"auto") == BNB_OK and cpu.text("bnb_cpu_isa") == automatic
+    assert cpu.lib.bnb_cpu_set_threads(3) == BNB_OK and cpu.call("cpu_threads") == 3
+    assert cpu.lib.bnb_cpu_set_threads(-1) == BNB_ERROR_INVALID_ARGUMENT
+    assert "invalid threads -1" in cpu.text("bnb_last_error")
+    assert cpu.lib.bnb_cpu_set_threads(0) == BNB_OK and cpu.call("cpu_threads") >= 1
+
+
+def objects(build, *names: str) -> list:
+    """The object files of the given sources in a build folder."""
+    return [next(build.build_dir.rglob(f"{name}.o")) for name in names]
+
+
+def mnemonics(path) -> list:
+    """Instruction mnemonics of an object or library (objdump -d)."""
+    done = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True, text=True, check=True)
+    return [line.split(":\t", 1)[1].split()[0] for line in done.stdout.splitlines() if ":\t" in line and line.split(":\t", 1)[1].split()]
+
+
+x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("objdump") is None,
+                              reason="x86_64 instruction-set checks (objdump)")
+
+
+@x86_only
+def test_baseline_code_uses_no_avx(cpu_build):
+    """Everything but the AVX2 / AVX-512 kernel files runs on any x86_64 CPU: no VEX or EVEX instruction."""
+    baseline = objects(cpu_build, "api.cpp", "errors.cpp", "validate.cpp", "backend.cpp", "isa.cpp", "kernels_scalar.cpp")
+    for path in baseline:
+        avx = sorted({m for m in mnemonics(path) if m.startswith("v") and m not in ("verr", "verw")})
+        assert avx == [], f"{path.name} holds AVX instructions: {avx[:10]}"
+
+
+@x86_only
+def test_vector_kernel_files_define_nothing_the_linker_could_share(cpu_build):
+    """An inline function compiled in an AVX file could be picked by the linker for baseline callers:
+    the AVX files define their kernel table and nothing else (everything else is internal)."""
+    for name, table in (("kernels_avx2.cpp", "kAvx2Kernels"), ("kernels_avx512.cpp", "kAvx512Kernels")):
+        [path] = objects(cpu_build, name)
+        done = subprocess.run(["nm", "-C", "--defined-only", "-g", str(path)], capture_output=True, text=True, check=True)
+        defined = [line.split(maxsplit=2)[2] for line in done.stdout.splitlines() if line.strip()]
+        assert defined == [f"bnb::cpu::{table}"], f"{name} defines {defined}"
+
+
+@x86_only
+def test_library_holds_avx2_and_avx512_kernels(cpu_build):
+    text = subprocess.run(["objdump", "-d", str(cpu_build.library)], capture_output=True, text=True, check=True).stdout
+    assert "%zmm" in text and ("vpermt2ps" in text or "vpermi2ps" in text), "no AVX-512 kernels in the library"
+    assert "%ymm" in text and "vgatherdps" in text, "no AVX2 kernels in the library"
 
 
 def test_nf4_codes_by_hand(cpu):
@@ -138,12 +201,17 @@ def test_zero_length_is_a_no_op(cpu):
     assert absmax[0] == 7 and packed[0] == 9
 
 
-@pytest.mark.parametrize("blocksize", [0, 32, 96, 8192, -64])
+@pytest.mark.parametrize("blocksize", [0, 16, 32, 96, 8192, -64])
 def test_invalid_blocksize(cpu, blocksize):
-    x, absmax, out = np.zeros(64, np.float32), np.zeros(1, np.float32), np.zeros(64, np.uint8)
+    x, absmax, out = np.zeros(64, np.float32), np.zeros(4, np.float32), np.zeros(64, np.uint8)
+    code = np.linspace(-1, 1, 256).astype(np.float32)
+    assert cpu.call("quantize_blockwise_fp32", code, x, absmax, out, blocksize, 64) == BNB_ERROR_INVALID_BLOCKSIZE
+    assert f"invalid blocksize {blocksize}: must be a power of two in [64, 4096]" in cpu.text("bnb_last_error")
+    if blocksize == 32:  # 4-bit takes 32
+        assert cpu.call("quantize_4bit_fp32", x, absmax, out, blocksize, 64, NF4) == BNB_OK
+        return
     assert cpu.call("quantize_4bit_fp32", x, absmax, out, blocksize, 64, NF4) == BNB_ERROR_INVALID_BLOCKSIZE
-    message = cpu.text("bnb_last_error")
-    assert str(blocksize) in message and "power of two" in message
+    assert f"invalid blocksize {blocksize}: must be a power of two in [32, 4096]" in cpu.text("bnb_last_error")
 
 
 @pytest.mark.parametrize("quant_type", [0, 3])

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BNB_OK, BNB_ERROR_RUNTIME = 0, 6
-NF4 = 2
+BNB_OK, BNB_ERROR_NOT_AVAILABLE, BNB_ERROR_RUNTIME = 0, 5, 6
+FP4, NF4 = 1, 2
 
 
 def find_cuobjdump() -> Path | None:
@@ -77,27 +77,67 @@ def test_quantize_without_gpu_is_a_runtime_error(cuda):
     assert "CUDA runtime error" in cuda.text("bnb_last_error")
 
 
+def test_cpu_kernel_settings_do_not_apply(cuda):
+    assert cuda.text("bnb_cpu_isa") == ""
+    assert cuda.call("cpu_threads") == -1
+    assert cuda.lib.bnb_cpu_set_isa(b"avx2") == BNB_ERROR_NOT_AVAILABLE
+    assert "bnb_cpu_set_isa: the cuda backend has no CPU kernels" in cuda.text("bnb_last_error")
+    assert cuda.lib.bnb_cpu_set_threads(2) == BNB_ERROR_NOT_AVAILABLE
+
+
 def test_validation_needs_no_gpu(cuda):
     x, absmax, packed = np.ones(100, np.float32), np.zeros(2, np.float32), np.zeros(50, np.uint8)
     assert cuda.call("quantize_4bit_fp32", x, absmax, packed, 100, 100, NF4) == 1
     assert cuda.call("quantize_4bit_fp32", x, absmax, packed, 64, 0, NF4) == BNB_OK
 
 
+def gpu_inputs() -> dict:
+    """Normal values, values on every threshold (and one float either side, FP4's among them), zeros."""
+    from bitsandbytes import reference
+
+    rng = np.random.default_rng(0)
+    t = np.concatenate([reference.thresholds(reference.create_dynamic_map()), reference.thresholds(reference.NF4),
+                        reference.thresholds(np.sort(reference.FP4_MAGNITUDES))])
+    t = np.concatenate([t, -t, np.nextafter(t, np.float32(2)), np.nextafter(t, np.float32(-2))]).astype(np.float32)
+    on_thresholds = np.resize(t, 64 * 40 + 5)
+    on_thresholds[::32] = 1.0  # absmax 1 in every block of 32 or more
+    zeros = rng.standard_normal(64 * 10 + 1).astype(np.float32)
+    zeros[::3] = 0.0
+    zeros[64:128] = 0.0
+    return {"normal": rng.standard_normal(64 * 100 + 3).astype(np.float32), "thresholds": on_thresholds, "zeros": zeros}
+
+
+def run_all(lib, x: np.ndarray, blocksize: int) -> list:
+    """Outputs of every entry point for x (float32 and float16)."""
+    from bitsandbytes import reference
+
+    code = reference.create_dynamic_map()
+    n, blocks = len(x), -(-len(x) // blocksize)
+    outputs = []
+    for suffix, values, out_type in (("fp32", x, np.float32), ("fp16", x.astype(np.float16).view(np.uint16), np.uint16)):
+        if blocksize >= 64:
+            absmax, codes, back = np.zeros(blocks, np.float32), np.zeros(n, np.uint8), np.zeros(n, out_type)
+            assert lib.call(f"quantize_blockwise_{suffix}", code, values, absmax, codes, blocksize, n) == BNB_OK
+            assert lib.call(f"dequantize_blockwise_{suffix}", code, codes, absmax, back, blocksize, n) == BNB_OK
+            outputs += [absmax, codes, back]
+        for quant_type in (FP4, NF4):
+            absmax, packed, back = np.zeros(blocks, np.float32), np.zeros((n + 1) // 2, np.uint8), np.zeros(n, out_type)
+            assert lib.call(f"quantize_4bit_{suffix}", values, absmax, packed, blocksize, n, quant_type) == BNB_OK
+            assert lib.call(f"dequantize_4bit_{suffix}", packed, absmax, back, blocksize, n, quant_type) == BNB_OK
+            outputs += [absmax, packed, back]
+    return outputs
+
+
 @pytest.mark.gpu
-def test_quantize_matches_cpu(cuda, cpu_build, load_library):
+@pytest.mark.parametrize("blocksize", [32, 64, 4096])
+def test_quantize_matches_cpu(cuda, cpu_build, load_library, blocksize):
+    """The GPU kernels give the CPU kernels' codes and values bit for bit, FP4 at its thresholds included."""
     if cuda.call("device_count") <= 0:
         pytest.skip("no visible CUDA device")
     cpu = load_library(cpu_build.library)
-    x = np.random.default_rng(0).standard_normal(64 * 100 + 3).astype(np.float32)
-    results = []
-    for lib in (cpu, cuda):
-        absmax, packed = np.zeros(101, np.float32), np.zeros(len(x) // 2 + 1, np.uint8)
-        assert lib.call("quantize_4bit_fp32", x, absmax, packed, 64, len(x), NF4) == BNB_OK
-        out = np.zeros(len(x), np.float32)
-        assert lib.call("dequantize_4bit_fp32", packed, absmax, out, 64, len(x), NF4) == BNB_OK
-        results.append((absmax, packed, out))
-    for cpu_array, cuda_array in zip(*results):
-        np.testing.assert_array_equal(cpu_array, cuda_array)
+    for name, x in gpu_inputs().items():
+        for cpu_array, cuda_array in zip(run_all(cpu, x, blocksize), run_all(cuda, x, blocksize)):
+            assert cpu_array.tobytes() == cuda_array.tobytes(), name
 
 
 def test_unsupported_arch_fails_at_configure(native_build, nvcc, nvcc_version, tmp_path):

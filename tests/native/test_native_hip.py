@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-BNB_ERROR_RUNTIME = 6
+BNB_ERROR_NOT_AVAILABLE, BNB_ERROR_RUNTIME = 5, 6
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,14 @@ def test_information_functions(hip, hip_version):
     assert hip.text("bnb_backend") == "hip"
     assert hip.call("runtime_version") == major * 1000 + minor * 10
     assert hip.call("device_count") >= 0
+
+
+def test_cpu_kernel_settings_do_not_apply(hip):
+    assert hip.text("bnb_cpu_isa") == ""
+    assert hip.call("cpu_threads") == -1
+    assert hip.lib.bnb_cpu_set_isa(b"avx2") == BNB_ERROR_NOT_AVAILABLE
+    assert "bnb_cpu_set_isa: the hip backend has no CPU kernels" in hip.text("bnb_last_error")
+    assert hip.lib.bnb_cpu_set_threads(2) == BNB_ERROR_NOT_AVAILABLE
 
 
 def test_quantize_without_gpu_is_a_runtime_error(hip):

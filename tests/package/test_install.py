@@ -75,6 +75,8 @@ def test_python_m_bitsandbytes_reports_the_library_and_a_round_trip(installed_ve
     assert any(line.startswith("library: ") and line.endswith(lib_names("cpu")[0]) for line in lines)
     assert any(line.startswith("backend: cpu") for line in lines)
     assert any(line.startswith("reason:  ") and len(line) > len("reason:  ") for line in lines)
+    kernels = [line for line in lines if line.startswith("kernels: ")]
+    assert kernels and kernels[0].split()[1].rstrip(",") in ("avx512", "avx2", "neon", "scalar"), lines
     assert "max error 8-bit" in lines[-1]
 
 

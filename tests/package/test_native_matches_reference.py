@@ -6,75 +6,23 @@ so even the sign of zero counts).
 
 from __future__ import annotations
 
-from typing import Callable, Dict
-
 import numpy as np
 import pytest
 
 from bitsandbytes import _native, functional, reference
 from bitsandbytes.errors import NativeValueError
 
+from ._support import INPUTS, KINDS, check, code_maps
+
 BLOCKSIZES = [64, 128, 256, 512, 1024, 2048, 4096]
-KINDS = ["8bit", "nf4", "fp4"]
+BLOCKSIZES_4BIT = [32, *BLOCKSIZES]  # 4-bit also takes blocksize 32
+KIND_BLOCKSIZES = [(kind, b) for kind in KINDS for b in (BLOCKSIZES if kind == "8bit" else BLOCKSIZES_4BIT)]
 RNG = np.random.default_rng(7)
 
 pytestmark = pytest.mark.usefixtures("native")
 
 
-def assert_same_bits(actual: np.ndarray, expected: np.ndarray) -> None:
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    mismatch = np.flatnonzero(actual.view(np.uint8) != expected.view(np.uint8))
-    assert mismatch.size == 0, (
-        f"{mismatch.size} differing byte(s), first at byte {mismatch[0]}: "
-        f"native {actual.ravel().view(np.uint8)[mismatch[0]]} vs reference {expected.ravel().view(np.uint8)[mismatch[0]]}"
-    )
-
-
-def check(x: np.ndarray, kind: str, blocksize: int) -> None:
-    """Quantize and dequantize x natively and in the reference; every output must match."""
-    if kind == "8bit":
-        codes, absmax = functional.quantize_blockwise(x, blocksize=blocksize)
-        ref_codes, ref_absmax = reference.quantize_blockwise(x, blocksize=blocksize)
-    else:
-        codes, absmax = functional.quantize_4bit(x, blocksize=blocksize, quant_type=kind)
-        ref_codes, ref_absmax = reference.quantize_4bit(x, blocksize=blocksize, quant_type=kind)
-    assert_same_bits(codes, ref_codes)
-    assert_same_bits(absmax, ref_absmax)
-    for out_dtype in (np.float32, np.float16):
-        if kind == "8bit":
-            out = functional.dequantize_blockwise(codes, absmax, blocksize, out_dtype=out_dtype)
-            ref = reference.dequantize_blockwise(ref_codes, ref_absmax, blocksize=blocksize, out_dtype=out_dtype)
-        else:
-            out = functional.dequantize_4bit(codes, absmax, x.shape, blocksize, kind, out_dtype=out_dtype)
-            ref = reference.dequantize_4bit(ref_codes, ref_absmax, x.shape, blocksize, kind, out_dtype=out_dtype)
-        assert_same_bits(out, ref)
-
-
-def on_thresholds(n: int) -> np.ndarray:
-    """Values that land exactly on decision thresholds (and one float either side), absmax 1."""
-    t = np.concatenate([reference.thresholds(reference.create_dynamic_map()), reference.thresholds(reference.NF4),
-                        reference.thresholds(np.sort(reference.FP4_MAGNITUDES))])
-    t = np.concatenate([t, -t, np.nextafter(t, np.float32(2)), np.nextafter(t, np.float32(-2))])
-    values = np.resize(t, n).astype(np.float32)
-    values[:: min(n, 64)] = 1.0  # every block of 64 (or fewer) holds 1.0, so absmax is exactly 1
-    return values
-
-
-INPUTS: Dict[str, Callable[[int], np.ndarray]] = {
-    "normal": lambda n: RNG.standard_normal(n).astype(np.float32),
-    "wide-range": lambda n: (RNG.standard_normal(n) * 10.0 ** RNG.uniform(-30, 30, n)).astype(np.float32),
-    "zeros": lambda n: np.zeros(n, dtype=np.float32),
-    "negative-zeros": lambda n: np.full(n, -0.0, dtype=np.float32),
-    "all-equal": lambda n: np.full(n, 0.3, dtype=np.float32),
-    "all-equal-negative": lambda n: np.full(n, -2.5, dtype=np.float32),
-    "denormals": lambda n: (RNG.uniform(-1, 1, n) * 1e-39).astype(np.float32),
-    "on-thresholds": on_thresholds,
-    "float32-extremes": lambda n: np.resize(np.array([3.4e38, -3.4e38, 1e-45, -1e-45, 1.0], np.float32), n),
-}
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("blocksize", BLOCKSIZES)
+@pytest.mark.parametrize(("kind", "blocksize"), KIND_BLOCKSIZES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("size", ["1", "blocksize-1", "blocksize", "blocksize+1", "3*blocksize+7"])
 def test_random_inputs_of_every_size_and_blocksize(kind: str, blocksize: int, dtype: type, size: str) -> None:
@@ -91,8 +39,21 @@ def test_adversarial_inputs(kind: str, name: str, dtype: type) -> None:
         with np.errstate(over="ignore"):
             x = x.astype(np.float16)
         x[~np.isfinite(x)] = np.float16(65504)  # the float32 extremes overflow float16: use its largest value
-    for blocksize in (64, 256):
+    for blocksize in (64, 256) if kind == "8bit" else (32, 64, 256):
         check(x, kind, blocksize)
+
+
+@pytest.mark.parametrize("name", sorted(code_maps()))
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_any_sorted_code_map(name: str, dtype: type) -> None:
+    code = code_maps()[name]
+    x = np.concatenate([
+        INPUTS["normal"](700), np.abs(INPUTS["normal"](300)), INPUTS["on-thresholds"](500), INPUTS["zeros-in-blocks"](200),
+        np.resize(code, 600) / np.float32(max(1.0, float(np.abs(code).max()))),  # every code value, and its neighbourhood
+    ]).astype(dtype)  # fmt: skip
+    x[::64] = 1
+    for blocksize in (64, 4096):
+        check(x, "8bit", blocksize, code=code)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -144,12 +105,44 @@ def test_non_finite_input_gives_native_status_and_python_error(native: _native.N
             functional.quantize_4bit(x.astype(dtype))
 
 
-@pytest.mark.parametrize("blocksize", [0, 32, 63, 65, 96, 8192, -64])
+@pytest.mark.parametrize("quantize", [functional.quantize_blockwise, functional.quantize_4bit], ids=["blockwise", "4bit"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_input_is_reported_with_the_first_bad_value(quantize, dtype: type, bad: float) -> None:
+    x = np.ones((2, 100), dtype)
+    x[0, [3, 7]] = bad
+    x[1, 50] = bad
+    with pytest.raises(ValueError, match=r"A holds 3 non-finite value\(s\) \(first: .* at flat index 3\): inf and NaN cannot be quantized"):
+        quantize(x, 64)
+
+
+@pytest.mark.parametrize("blocksize", [0, 16, 32, 63, 65, 96, 8192, -64])
 def test_bad_blocksize_gives_native_status(native: _native.NativeLibrary, blocksize: int) -> None:
     for name, args in raw_quantize_calls(np.ones(100, np.float32), blocksize=64):
+        if "4bit" in name and blocksize == 32:
+            continue  # 4-bit takes 32 (test_4bit_blocksize_32_is_valid_natively)
         args = tuple(blocksize if i == 4 else a for i, a in enumerate(args)) if "blockwise" in name else \
             tuple(blocksize if i == 3 else a for i, a in enumerate(args))
         assert native.status(name, *args) == 1, f"{name} should return BNB_ERROR_INVALID_BLOCKSIZE"
+        assert "power of two in [" + ("64" if "blockwise" in name else "32") + ", 4096]" in native.last_error()
+
+
+def test_4bit_blocksize_32_is_valid_natively(native: _native.NativeLibrary) -> None:
+    for name, args in raw_quantize_calls(np.ones(100, np.float32), blocksize=32):
+        if "4bit" in name:
+            assert native.status(name, *args) == 0, native.last_error()
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (lambda c: c[::-1].copy(), "is below code[0] = 1: the code map must be sorted ascending"),
+    (lambda c: np.where(np.arange(256) == 7, np.float32(np.nan), c).astype(np.float32), "code[7] is nan"),
+    (lambda c: np.where(np.arange(256) == 255, np.float32(np.inf), c).astype(np.float32), "code[255] is inf"),
+])  # fmt: skip
+def test_native_quantizers_refuse_a_code_map_that_is_not_sorted_or_finite(native: _native.NativeLibrary, bad, message: str) -> None:
+    code = bad(reference.create_dynamic_map())
+    for name, args in raw_quantize_calls(np.ones(100, np.float32))[:2]:
+        assert native.status(name, code, *args[1:]) == 3, f"{name} should return BNB_ERROR_INVALID_ARGUMENT"
+        assert message in native.last_error() and name in native.last_error()
 
 
 def test_native_errors_become_python_exceptions_with_the_native_message(native: _native.NativeLibrary) -> None:

@@ -57,27 +57,94 @@ def test_empty_input(quantize) -> None:
         quantize(np.zeros((0, 3), np.float32))
 
 
-@pytest.mark.parametrize("quantize", QUANTIZERS, ids=["blockwise", "4bit"])
-@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-def test_non_finite_input(quantize, bad: float) -> None:
-    x = GOOD.copy()
-    x[[3, 7]] = bad
-    with raises(ValueError, "A holds 2 non-finite value(s)", "at flat index 3", "inf and NaN cannot be quantized"):
-        quantize(x)
-
-
-@pytest.mark.parametrize("blocksize", [0, 32, 63, 65, 100, 8192, -64, 64.0, "64", True])
+@pytest.mark.parametrize("blocksize", [0, 16, 32, 63, 65, 100, 8192, -64, 64.0, "64", True])
 def test_blocksize(blocksize: Any) -> None:
     message = (f"blocksize={blocksize!r} is not supported", "power of two from 64 to 4096",
-               "64, 128, 256, 512, 1024, 2048, 4096")
+               "(64, 128, 256, 512, 1024, 2048, 4096)")
     with raises(ValueError, *message):
         functional.quantize_blockwise(GOOD, blocksize=blocksize)
     with raises(ValueError, *message):
-        functional.quantize_4bit(GOOD, blocksize=blocksize)
-    with raises(ValueError, *message):
         functional.dequantize_blockwise(CODES, ABSMAX_64, blocksize=blocksize)
-    with raises(ValueError, *message):
+    if blocksize == 32:
+        return  # valid for 4-bit (test_4bit_blocksize_32_reaches_the_native_library)
+    message_4bit = (f"blocksize={blocksize!r} is not supported", "power of two from 32 to 4096",
+                    "(32, 64, 128, 256, 512, 1024, 2048, 4096)")
+    with raises(ValueError, *message_4bit):
+        functional.quantize_4bit(GOOD, blocksize=blocksize)
+    with raises(ValueError, *message_4bit):
         functional.dequantize_4bit(PACKED, ABSMAX_64, GOOD.shape, blocksize=blocksize)
+
+
+def test_4bit_blocksize_32_reaches_the_native_library() -> None:
+    with raises(AssertionError, "the native library was called"):
+        functional.quantize_4bit(GOOD, blocksize=32)
+    with raises(AssertionError, "the native library was called"):
+        functional.dequantize_4bit(PACKED, np.ones(7, np.float32), GOOD.shape, blocksize=32)
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def unsorted_map() -> np.ndarray:
+    code = np.linspace(-1, 1, 256).astype(np.float32)
+    code[[10, 11]] = code[[11, 10]]
+    return code
+
+
+@pytest.mark.parametrize(("code", "exception", "fragments"), [
+    ([0.0] * 256, TypeError, ("code must be a numpy.ndarray of 256 float32 values, got list",)),
+    (np.linspace(-1, 1, 256), TypeError, ("code must be a numpy.ndarray of 256 float32 values, got float64",)),
+    (np.linspace(-1, 1, 16, dtype=np.float32), ValueError, ("code has shape (16,)", "holds 256 values, shape (256,)")),
+    (np.linspace(-1, 1, 256, dtype=np.float32).reshape(16, 16), ValueError, ("code has shape (16, 16)",)),
+    (np.where(np.arange(256) == 5, np.inf, np.linspace(-1, 1, 256)).astype(np.float32), ValueError,
+     ("code[5] is", "inf", "a code map holds finite values")),
+    (unsorted_map(), ValueError, ("code is not sorted ascending: code[11] =", "is below code[10] =", "numpy.sort(code)")),
+])  # fmt: skip
+def test_code_map(code: Any, exception: type, fragments: tuple) -> None:
+    with raises(exception, *fragments):
+        functional.quantize_blockwise(GOOD, blocksize=64, code=code)
+    if "sorted" not in fragments[0]:
+        with raises(exception, *fragments):
+            functional.dequantize_blockwise(CODES, ABSMAX_64, 64, code=code)
+
+
+def test_dequantize_takes_an_unsorted_code_map() -> None:
+    """Dequantization only looks values up: the order of the map does not matter there."""
+    with raises(AssertionError, "the native library was called"):
+        functional.dequantize_blockwise(CODES, ABSMAX_64, 64, code=unsorted_map())
+
+
+@pytest.mark.parametrize(("make", "exception", "fragments"), [
+    (lambda shape, dtype: np.empty(shape, np.int8), TypeError, ("out must be a numpy.ndarray of",)),
+    (lambda shape, dtype: [0] * 4, TypeError, ("out must be a numpy.ndarray of", "got list")),
+    (lambda shape, dtype: np.empty((1, *shape), dtype), ValueError, ("out has shape (1,", "but the result has shape")),
+    (lambda shape, dtype: np.empty((*shape, 2), dtype)[..., 0], ValueError, ("out is not C-contiguous",)),
+    (lambda shape, dtype: read_only(np.empty(shape, dtype)), ValueError, ("out is read-only", "pass a writeable array")),
+])  # fmt: skip
+def test_output_arrays(make, exception: type, fragments: tuple) -> None:
+    calls = [
+        (lambda out: functional.quantize_blockwise(GOOD, 64, out=out), (200,), np.uint8),
+        (lambda out: functional.quantize_4bit(GOOD, 64, out=out), (100,), np.uint8),
+        (lambda out: functional.dequantize_blockwise(CODES, ABSMAX_64, 64, out=out), (200,), np.float32),
+        (lambda out: functional.dequantize_4bit(PACKED, ABSMAX_64, GOOD.shape, 64, out=out), (200,), np.float32),
+    ]
+    for call, shape, dtype in calls:
+        with raises(exception, *fragments):
+            call(make(shape, dtype))
+
+
+def test_absmax_output_array() -> None:
+    with raises(ValueError, "absmax has shape (3,), but the result has shape (4,)"):
+        functional.quantize_blockwise(GOOD, 64, absmax=np.empty(3, np.float32))
+    with raises(TypeError, "absmax must be a numpy.ndarray of float32, got float64"):
+        functional.quantize_4bit(GOOD, 64, absmax=np.empty(4, np.float64))
+
+
+def test_out_dtype_must_match_out() -> None:
+    with raises(TypeError, "out must be a numpy.ndarray of float32, got float16"):
+        functional.dequantize_blockwise(CODES, ABSMAX_64, 64, out_dtype=np.float32, out=np.empty(200, np.float16))
 
 
 @pytest.mark.parametrize("quant_type", ["int4", "NF4", "", None, 2])

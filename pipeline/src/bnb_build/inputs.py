@@ -141,14 +141,23 @@ DEFAULT_SOURCE_DATE_EPOCH = "315532800"
 earliest time a zip entry can hold. A commit time is an explicit choice (``--source-date-epoch``)."""
 
 
+STEP_FILE_SUFFIXES = (".py", ".cmake")
+"""The step package's files that decide what a step does: its programs and its CMake files."""
+PINS = "step-requirements.txt"
+"""Beside the step package's parent (pipeline/): the versions of the tools every step runs."""
+
+
 def step_files(steps_dir: Path | str) -> List[Tuple[str, str]]:
-    """(relative path, sha256) of every ``*.py`` of the step package in ``steps_dir`` (bytecode and
-    caches left out: they are not inputs)."""
+    """(relative path, sha256) of every program and CMake file of the step package in ``steps_dir``
+    (bytecode and caches left out: they are not inputs), and of the tool pins beside it."""
     steps_dir = Path(steps_dir)
     found = []
     for rel in all_files(steps_dir):
-        if rel.endswith(".py") and "__pycache__" not in rel.split("/"):
+        if rel.endswith(STEP_FILE_SUFFIXES) and "__pycache__" not in rel.split("/"):
             found.append((f"bnb_build/{rel}", file_sha256(steps_dir / rel)))
+    pins = steps_dir.parent.parent / PINS
+    if pins.is_file():
+        found.append((PINS, file_sha256(pins)))
     return found
 
 

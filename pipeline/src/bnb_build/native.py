@@ -32,16 +32,19 @@ absolute paths, so two builds of the same inputs in different folders write the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from . import inputs, process, resources
+from . import inputs, process, resources, zig_runtime
 from .errors import BuildMismatch, InputError, UsageError, run_step
 from .files import move_into_place, remove_tree, write_text_atomic
 from .platforms import Platform, check_backend, check_library_name, get_platform, is_library_file
@@ -214,9 +217,11 @@ def configure_args(
     cmake: str,
     ninja: Optional[str],
     ccache: Optional[str],
+    source_path: Optional[Path] = None,
 ) -> List[str]:
-    """The CMake configure command line (absolute paths: cmake runs with any cwd)."""
-    args = [cmake, "-S", str(job.source.resolve()), "-B", str(job.build_dir.resolve())]
+    """The CMake configure command line (absolute paths: cmake runs with any cwd); `source_path`:
+    the path CMake sees the sources at (default: where they are)."""
+    args = [cmake, "-S", str(source_path or job.source.resolve()), "-B", str(job.build_dir.resolve())]
     if ninja is not None:
         args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
     args.append(f"-DBNB_OUTPUT_DIR={(job.staging_dir / job.platform.os / job.platform.arch).resolve()}")
@@ -354,13 +359,26 @@ def build(job: NativeJob, env: Mapping[str, str]) -> Path:
     staged = job.staging_dir / job.platform.os / job.platform.arch
     staged.mkdir(parents=True)
     started = time.time() - 1  # file times of some file systems are coarse
+    target = zig_runtime.target_of(job.cmake_args) if job.toolchain == "zig.cmake" else None
+    if target and zig_runtime.first_build(target, run_env):
+        print(zig_runtime.notice(target, run_env), flush=True)
+    with stable_source_path(job) as source_path:
+        built = _build(job, digest, run_env, cmake, ninja, ccache, staged, started, source_path)
+    if target:
+        zig_runtime.mark_built(target, run_env)
+    return built
+
+
+def _build(job: NativeJob, digest: str, run_env: Mapping[str, str], cmake: str, ninja: Optional[str], ccache: Optional[str],
+           staged: Path, started: float, source_path: Path) -> Path:  # fmt: skip
     try:
-        process.run(configure_args(job, cmake=cmake, ninja=ninja, ccache=ccache), env=run_env)
+        _forget_other_configuration(job.build_dir, source_path)
+        process.run(configure_args(job, cmake=cmake, ninja=ninja, ccache=ccache, source_path=source_path), env=run_env)
         parallel = resources.parallelism_from_env(run_env)
         print(f"compile parallelism: {parallel} (cpus {resources.available_cpus()}, memory {resources.available_memory_gb():.1f} GB)", flush=True)
         process.run(build_args(job, cmake=cmake, parallel=parallel), env=run_env)
         compilers = compiler_info(job.build_dir)
-        library = _produced_library(job, staged, compilers, since=started)
+        library = _produced_library(job, staged, compilers, since=started, source_path=source_path)
         openmp = openmp_report(job)
         if openmp["asked"] and not openmp["found"]:
             print(f"OpenMP: the tree asks for it, and this toolchain has none: {job.library} is built without it", flush=True)
@@ -382,14 +400,64 @@ def build(job: NativeJob, env: Mapping[str, str]) -> Path:
     return final
 
 
-def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapping[str, str]], *, since: float = 0.0) -> Path:
+def _forget_other_configuration(build_dir: Path, source_path: Path) -> None:
+    """A kept build folder configured for other sources (another job's) is started afresh: CMake
+    refuses to configure one folder for two source trees."""
+    cache = build_dir / "CMakeCache.txt"
+    if not cache.is_file():
+        return
+    for line in cache.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("CMAKE_HOME_DIRECTORY:"):
+            configured = line.split("=", 1)[1].strip()
+            if Path(configured) != source_path:
+                print(f"the build folder {build_dir} was configured for {configured}; starting it afresh", flush=True)
+                remove_tree(build_dir)
+            return
+
+
+STABLE_ROOT = "bnb-src"
+"""Below the temporary folder: one fixed path per job id that names the job's sources."""
+
+
+@contextlib.contextmanager
+def stable_source_path(job: NativeJob) -> Iterator[Path]:
+    """A path for the sources that is the same in every build of this job on any machine:
+    ``<tmp>/bnb-src/<job id>``, a copy of ``--source`` (file times kept, so a kept build folder
+    recompiles only what changed), held under a lock while the build runs and removed after it.
+
+    nvcc names relocatable device code after the real absolute path of each source file
+    (``__fatbinwrap_<hash of the path>_...``, a module id; it resolves links, and ``--frandom-seed``
+    does not change it), so the path must not depend on where the work folder is. Containers build in
+    /work, the same path everywhere, and get the same copy. Where no lock can be taken (Windows), the
+    sources' own path."""
+    real = job.source.resolve()
+    if os.name != "posix":
+        yield real
+        return
+    import fcntl
+
+    root = Path(tempfile.gettempdir()) / STABLE_ROOT
+    root.mkdir(mode=0o1777, exist_ok=True)
+    stable = root / job.job_id
+    with open(root / f"{job.job_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        remove_tree(stable)
+        try:
+            shutil.copytree(real, stable, symlinks=True)
+            yield stable
+        finally:
+            remove_tree(stable)
+
+
+def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapping[str, str]], *, since: float = 0.0,
+                      source_path: Optional[Path] = None) -> Path:  # fmt: skip
     """The library the build wrote, moved into ``staged``: CMake's output folder when the tree honours
     BNB_OUTPUT_DIR, else wherever it landed in the build or source folder (only files written by this
     build count, so a library left from an earlier build is never taken)."""
     produced = sorted(p.name for p in staged.iterdir() if is_library_file(p.name, job.platform))
     if produced == [job.library]:
         return staged / job.library
-    found = _written_since(job, since)
+    found = _written_since(job, since, source_path or job.source)
     wanted = [p for p in found if p.name == job.library]
     if not produced and wanted:
         newest = max(wanted, key=lambda p: p.stat().st_mtime)
@@ -414,10 +482,10 @@ def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapp
     raise BuildMismatch(msg)
 
 
-def _written_since(job: NativeJob, since: float) -> List[Path]:
+def _written_since(job: NativeJob, since: float, source: Path) -> List[Path]:
     """Libraries of the job's platform written into the build or source folder since ``since``."""
     found = []
-    for root in (job.build_dir, job.source):
+    for root in (job.build_dir, source):
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = [d for d in dirnames if d not in ("CMakeFiles", ".git")]
             for name in filenames:

@@ -9,7 +9,8 @@ Command line (docs/contracts.md)::
 
 Order of work:
 
-1. verify: every wheel is consistent (name, version, tags, METADATA, ``.dist-info``), there is one
+1. verify: every wheel is a readable zip archive (else the step stops with exit code 2 naming the
+   file) and consistent (name, version, tags, METADATA, ``.dist-info``), there is one
    per platform of ``expect.json`` and none else, all share one version that is not the pre-release
    placeholder, and the audit (``bnb_build.audit`` against ``expect.json``) finds no violation. If
    anything fails, nothing is uploaded;

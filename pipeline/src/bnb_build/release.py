@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import audit as audit_step
-from .errors import InputError, StepError, UsageError, run_step
+from .errors import CorruptWheel, InputError, StepError, UsageError, run_step
 from .files import remove_tree, write_text_atomic
 from .inputs import file_sha256
 from .platforms import PLATFORMS, parse_platform_tag
@@ -187,7 +187,7 @@ class WheelInfo:
 def read_wheel(path: Path) -> WheelInfo:
     """Read ``path`` and check that its name, METADATA, WHEEL tags and .dist-info agree.
 
-    Raises ReleaseError naming the file and the disagreement.
+    Raises ReleaseError naming the file and the disagreement, CorruptWheel when it is no zip archive.
     """
     m = _WHEEL_NAME.match(path.name)
     if not m:
@@ -216,8 +216,8 @@ def read_wheel(path: Path) -> WheelInfo:
             metadata = _read_member(z, f"{dist_info}/METADATA", path)
             wheel_meta = _read_member(z, f"{dist_info}/WHEEL", path)
     except zipfile.BadZipFile as e:
-        msg = f"{path.name} is not a valid zip file ({e})"
-        raise ReleaseError(msg) from None
+        msg = f"{path} is not a readable wheel (zip archive): {e}; build or download it again"
+        raise CorruptWheel(msg) from None
     meta_name, meta_version = _metadata_field(metadata, "Name"), _metadata_field(metadata, "Version")
     if meta_name is None or _normal_name(meta_name) != PACKAGE:
         msg = f"{path.name}: METADATA names the distribution {meta_name!r}, not {PACKAGE!r}"
@@ -296,6 +296,7 @@ def check_wheel_set(folder: Path, expected: Expected, env: Mapping[str, str], *,
     Checks: each wheel is consistent (:func:`read_wheel`); one wheel per platform; every expected
     platform present with its expected tag and no other; one version for all; not the placeholder
     version (unless ``allow_placeholder``). With an expect.json, the audit must find no violation.
+    A file that is no readable zip archive stops the check first (CorruptWheel, exit code 2).
     """
     marker = folder / INCOMPLETE_MARKER
     if marker.is_file():
@@ -305,9 +306,11 @@ def check_wheel_set(folder: Path, expected: Expected, env: Mapping[str, str], *,
             "Nothing was written or uploaded."
         )
         raise ReleaseError(msg)
+    wheels = find_wheels(folder)
+    audit_step.check_wheel_archives(wheels)
     problems: List[str] = []
     infos: List[WheelInfo] = []
-    for path in find_wheels(folder):
+    for path in wheels:
         try:
             infos.append(read_wheel(path))
         except ReleaseError as e:

@@ -47,10 +47,13 @@ TAIL_LINES = 25
 TIMEOUT_S = 900
 
 DEFAULT_SCRIPT = """\
-import importlib, sys
+import importlib, os, sys
 name = sys.argv[1]
 module = importlib.import_module(name)
-print(f"imported {name} {getattr(module, '__version__', '(no __version__)')} from {module.__file__}")
+where = os.path.realpath(module.__file__)
+if os.path.commonpath([where, os.path.realpath(sys.prefix)]) != os.path.realpath(sys.prefix):
+    sys.exit(f"{name} was imported from {where}, not from the installed wheel")
+print(f"imported {name} {getattr(module, '__version__', '(no __version__)')} from the installed wheel")
 """
 
 

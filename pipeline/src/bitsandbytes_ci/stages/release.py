@@ -20,7 +20,9 @@ from ..plan import github_release_argv, pre_release_argv, publish_argv
 from .common import WORK, base, filtered, with_image_tools, with_steps
 from .packaging import expect_json
 
-PUBLISH_TOOLS = ("twine",)
+PUBLISH_TOOLS = ("twine", "lief")
+PRE_RELEASE_TOOLS = ("lief",)
+"""Both steps check the wheels against expect.json first, which reads their libraries with lief."""
 RELEASE_DIR = f"{WORK}/out"
 GITHUB_TOKEN_ENV = "GITHUB_TOKEN"
 TOKEN_ENV = "PYPI_TOKEN"
@@ -46,7 +48,7 @@ def pre_release(
     tag: str,
 ) -> dagger.Directory:
     """The release folder, read after github-release published it (the token is set for that step only)."""
-    ctr = _with_wheels(image, source, wheels, expectations, ()).with_exec(pre_release_argv(commit=commit, repo=repository, tag=tag))
+    ctr = _with_wheels(image, source, wheels, expectations, PRE_RELEASE_TOOLS).with_exec(pre_release_argv(commit=commit, repo=repository, tag=tag))
     ctr = ctr.with_secret_variable(GITHUB_TOKEN_ENV, token).with_exec(github_release_argv())
     return ctr.directory(RELEASE_DIR)
 

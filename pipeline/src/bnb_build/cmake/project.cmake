@@ -4,11 +4,17 @@
 # - reproducible binaries: the source and build folders are mapped away from file names in the
 #   output (-ffile-prefix-map, or -fmacro-prefix-map/-fdebug-prefix-map where the compiler lacks it;
 #   nvcc hands them to its host compiler), no build id, and release builds drop the static symbol
-#   table (nvcc's temporary file names reach it); the exported symbols stay;
+#   table (nvcc's temporary file names reach it); the exported symbols stay; and no run path into
+#   this machine's folders (a library goes into a wheel: its dependencies are found where it is
+#   installed, and a build folder in RUNPATH would differ between two builds);
+# - nvcc's generated names (relocatable device code: __fatbinwrap_<random>_..., module ids) from a
+#   seed per source file, its path below the source folder (--frandom-seed, where nvcc has it),
+#   instead of random numbers, so two builds give the same bytes;
 # - a report of what the configure found, for build-info.json: whether the tree asked for OpenMP
 #   (find_package(OpenMP) ran) and whether it was found; written when the top-level CMakeLists.txt
 #   has been processed, to <build>/bnb-configure.json.
 include_guard(GLOBAL)
+set(CMAKE_SKIP_BUILD_RPATH ON)
 include(CheckCXXCompilerFlag OPTIONAL RESULT_VARIABLE _bnb_has_check)
 include(CheckLinkerFlag OPTIONAL)
 
@@ -37,6 +43,25 @@ if(CMAKE_CXX_COMPILER_LOADED OR "CXX" IN_LIST _bnb_languages)
   endif()
 endif()
 
+function(_bnb_pipeline_cuda_seeds directory)
+  get_property(_targets DIRECTORY "${directory}" PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(_target IN LISTS _targets)
+    get_target_property(_sources ${_target} SOURCES)
+    get_target_property(_target_dir ${_target} SOURCE_DIR)
+    foreach(_source IN LISTS _sources)
+      if(_source MATCHES "\\.cu$")
+        get_filename_component(_absolute "${_source}" ABSOLUTE BASE_DIR "${_target_dir}")
+        file(RELATIVE_PATH _relative "${CMAKE_SOURCE_DIR}" "${_absolute}")
+        set_property(SOURCE "${_absolute}" TARGET_DIRECTORY ${_target} APPEND PROPERTY COMPILE_OPTIONS "-frandom-seed=${_relative}")
+      endif()
+    endforeach()
+  endforeach()
+  get_property(_subdirectories DIRECTORY "${directory}" PROPERTY SUBDIRECTORIES)
+  foreach(_subdirectory IN LISTS _subdirectories)
+    _bnb_pipeline_cuda_seeds("${_subdirectory}")
+  endforeach()
+endfunction()
+
 function(_bnb_pipeline_configure_report)
   set(_asked false)
   set(_found false)
@@ -48,6 +73,14 @@ function(_bnb_pipeline_configure_report)
   endif()
   if("OpenMP" IN_LIST _found_list OR OpenMP_CXX_FOUND)
     set(_found true)
+  endif()
+  get_property(_languages GLOBAL PROPERTY ENABLED_LANGUAGES)
+  if("CUDA" IN_LIST _languages)
+    include(CheckCompilerFlag)
+    check_compiler_flag(CUDA "-frandom-seed=bnb" BNB_PIPELINE_CUDA_RANDOM_SEED)
+    if(BNB_PIPELINE_CUDA_RANDOM_SEED)
+      _bnb_pipeline_cuda_seeds("${CMAKE_SOURCE_DIR}")
+    endif()
   endif()
   file(WRITE "${CMAKE_BINARY_DIR}/bnb-configure.json"
        "{\"openmp\": {\"asked\": ${_asked}, \"found\": ${_found}}}\n")
