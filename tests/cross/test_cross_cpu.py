@@ -227,9 +227,9 @@ def test_arm64_libraries_keep_their_neon_kernels(cross_build, platform: str) -> 
 
 def test_the_same_job_gives_the_same_bytes_elsewhere(cross_build, tmp_path: Path) -> None:
     """The Windows x64 job again, by its plan argv in another folder (as the Dagger container runs it)."""
-    from bitsandbytes_ci.matrix import load_matrix
-    from bitsandbytes_ci.plan import Selection, plan_jobs
-    from bitsandbytes_ci.tree import read_tree
+    from bitsandbytes_ci.core.matrix import load_matrix
+    from bitsandbytes_ci.core.plan import Selection, plan_jobs
+    from bitsandbytes_ci.core.tree import read_tree
 
     from bnb_build import inputs
 

@@ -13,8 +13,8 @@ from dagger import dag
 from dagger_sources import repo_source
 from dagger_fake_engine import FakeEngine
 
-from bitsandbytes_ci.errors import SelectionError
-from bitsandbytes_ci.main import BitsandbytesCi
+from bitsandbytes_ci.core.errors import SelectionError
+from bitsandbytes_ci.module.main import BitsandbytesCi
 
 
 def source() -> dagger.Directory:

@@ -14,8 +14,8 @@ import pytest
 from dagger_sources import repo_files as conftest_repo_files
 from dagger_fake_engine import FakeEngine, chain, identity, tree_source
 
-from bitsandbytes_ci.main import BitsandbytesCi
-from bitsandbytes_ci.stages.common import SOURCE_IGNORE
+from bitsandbytes_ci.module.main import BitsandbytesCi
+from bitsandbytes_ci.module.stages.common import SOURCE_IGNORE
 
 REPO = Path(__file__).resolve().parents[2]
 NATIVE = ["python3", "-m", "bnb_build", "native"]
@@ -62,7 +62,7 @@ async def test_an_unrelated_edit_leaves_every_build_key_unchanged(engine: FakeEn
     before = native_keys(engine)
     assert len(before) > 20
     edited = {**files, "README.md": "edited", "tests/conftest.py": "# edited\n",
-              "pipeline/src/bitsandbytes_ci/main.py": "edited",
+              "pipeline/src/bitsandbytes_ci/module/main.py": "edited",
               "docs/new-page.md": "a new page\n"}  # fmt: skip
     await build_all(engine, edited)
     assert native_keys(engine) == before

@@ -17,11 +17,11 @@ from dagger import dag
 from dagger_sources import REPO, repo_source
 from dagger_fake_engine import Call, FakeEngine, Recorded, chain, exec_error, fake_digest, render, tree_source
 
-from bitsandbytes_ci import cli, release_verbs
-from bitsandbytes_ci.image_lock import load_lock
-from bitsandbytes_ci.main import BitsandbytesCi
-from bitsandbytes_ci.matrix import default_matrix_path, load_matrix
-from bitsandbytes_ci.plan import (
+from bitsandbytes_ci.host import cli, release_verbs
+from bitsandbytes_ci.core.image_lock import load_lock
+from bitsandbytes_ci.module.main import BitsandbytesCi
+from bitsandbytes_ci.core.matrix import default_matrix_path, load_matrix
+from bitsandbytes_ci.core.plan import (
     DEFAULT_TAG,
     Job,
     Selection,
@@ -34,9 +34,9 @@ from bitsandbytes_ci.plan import (
     pre_release_argv,
     publish_argv,
 )
-from bitsandbytes_ci.stages.fanout import BuildFailed
-from bitsandbytes_ci.stages.packaging import expect_json
-from bitsandbytes_ci.tree import read_tree
+from bitsandbytes_ci.module.stages.fanout import BuildFailed
+from bitsandbytes_ci.module.stages.packaging import expect_json
+from bitsandbytes_ci.core.tree import read_tree
 
 
 
@@ -521,7 +521,7 @@ async def test_jobs_bounds_the_builds_at_once_and_tells_each_its_share(engine: F
 
 @pytest.mark.asyncio
 async def test_jobs_zero_follows_the_engines_cpus_and_memory(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bitsandbytes_ci import main
+    from bitsandbytes_ci.module import main
 
     engine.delay_s = 0.01
     monkeypatch.setattr(main, "available_cpus", lambda: 4)

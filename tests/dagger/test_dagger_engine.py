@@ -100,7 +100,7 @@ def test_test_wheels_alone(dagger_cli: str, tmp_path: Path) -> None:
 
 
 def test_lock_images(dagger_cli: str, tmp_path: Path) -> None:
-    from bitsandbytes_ci.image_lock import load_lock
+    from bitsandbytes_ci.core.image_lock import load_lock
 
     lock = tmp_path / "images.lock.toml"
     call(dagger_cli, "lock-images", "export", f"--path={lock}")

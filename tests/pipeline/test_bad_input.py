@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bitsandbytes_ci import cli
-from bitsandbytes_ci.errors import MatrixError, SelectionError
-from bitsandbytes_ci.local import SourceError
-from bitsandbytes_ci.tree import TreeError
-from bitsandbytes_ci.verbs import WheelsMissingError
+from bitsandbytes_ci.host import cli
+from bitsandbytes_ci.core.errors import MatrixError, SelectionError
+from bitsandbytes_ci.host.local import SourceError
+from bitsandbytes_ci.core.tree import TreeError
+from bitsandbytes_ci.host.verbs import WheelsMissingError
 
 REPO = Path(__file__).resolve().parents[2]
 

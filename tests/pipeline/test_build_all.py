@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from host_helpers import INJECTED_ERROR, break_cuda_sources, copy_repo, run_bnb_ci
 
-from bitsandbytes_ci import cli, outputs
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Selection, plan_jobs
+from bitsandbytes_ci.host import cli, outputs
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Selection, plan_jobs
 
 # One GPU arch keeps the CUDA compile short; cpu+cuda because a CUDA arch list cannot apply to ROCm jobs.
 # Linux x86_64 only: the CPU jobs of the other platforms (zig cross builds) have tests/cross.

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from host_helpers import copy_repo, run_bnb_ci
 
-from bitsandbytes_ci import artifact_cache
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
-from bitsandbytes_ci.tree import read_tree
+from bitsandbytes_ci.host import artifact_cache
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
+from bitsandbytes_ci.core.tree import read_tree
 from bnb_build import inputs
 
 EPOCH = inputs.DEFAULT_SOURCE_DATE_EPOCH

@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.cli: the `bnb-ci` verbs, their options and their errors."""
+"""bitsandbytes_ci.host.cli: the `bnb-ci` verbs, their options and their errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bitsandbytes_ci import cli
-from bitsandbytes_ci.matrix import default_matrix_path
+from bitsandbytes_ci.host import cli
+from bitsandbytes_ci.core.matrix import default_matrix_path
 
 
 
@@ -118,7 +118,7 @@ def test_invalid_matrix_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_console_script_runs_plan_json() -> None:
-    result = subprocess.run([sys.executable, "-m", "bitsandbytes_ci.cli", "plan", "--format", "json", "--backend", "cpu"], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "bitsandbytes_ci.host.cli", "plan", "--format", "json", "--backend", "cpu"], capture_output=True, text=True, check=True)
     assert [j["id"] for j in json.loads(result.stdout)] == [
         "cpu-linux-x86_64", "cpu-linux-aarch64", "cpu-windows-x64", "cpu-windows-arm64", "cpu-macos-arm64",
     ]  # fmt: skip

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from host_helpers import BNB_CI, host_env
 
-from bitsandbytes_ci import cli, doctor
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import plan_jobs
-from bitsandbytes_ci.toolchains import HostToolchains, Installation
+from bitsandbytes_ci.host import cli, doctor
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import plan_jobs
+from bitsandbytes_ci.host.toolchains import HostToolchains, Installation
 
 NVCC_13 = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from host_helpers import BNB_CI, copy_repo, host_env
 
-from bitsandbytes_ci import local
+from bitsandbytes_ci.host import local
 from bnb_build import inputs
 
 JOB = "cuda130-linux-x86_64"

@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.install_toolkit: how a native runner installs its toolkit (`bnb-ci install-toolkit`).
+"""bitsandbytes_ci.host.install_toolkit: how a native runner installs its toolkit (`bnb-ci install-toolkit`).
 
 The installers are Windows programs, which cannot run here: these tests check the plans the matrix
 yields (URLs, sub-packages, commands) and the environment handed to the next step. `execute` runs
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bitsandbytes_ci import cli
-from bitsandbytes_ci.install_toolkit import (
+from bitsandbytes_ci.host import cli
+from bitsandbytes_ci.host.install_toolkit import (
     InstallError,
     execute,
     export,
@@ -24,8 +24,8 @@ from bitsandbytes_ci.install_toolkit import (
     plan_install,
     setvars_changes,
 )
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Selection, plan_jobs
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Selection, plan_jobs
 
 
 def job(backend: str, version: str, platform: str = "windows-x64"):

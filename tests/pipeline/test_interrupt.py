@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from host_helpers import BNB_CI, copy_repo, host_env
 
-from bitsandbytes_ci import artifact_cache
+from bitsandbytes_ci.host import artifact_cache
 
 # Five archs: the CUDA compile must last long enough to be interrupted (one arch takes a few seconds).
 SELECTION = ["--backend", "cpu", "--backend", "cuda", "--archs", "75;80;86;89;90", "--platform", "linux-x86_64"]

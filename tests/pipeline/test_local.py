@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.local: the host executor (work directories, exact step argv, failures, wheels, audit input)."""
+"""bitsandbytes_ci.host.local: the host executor (work directories, exact step argv, failures, wheels, audit input)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import anyio
 import pytest
 from host_helpers import INJECTED_ERROR, REPO_ROOT, break_cuda_sources, copy_repo, host_env
 
-from bitsandbytes_ci import local
-from bitsandbytes_ci.local import Console, HostSettings, SourceError
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Selection, plan_jobs, plan_wheels
-from bitsandbytes_ci.tree import TreeError, read_tree
-from bitsandbytes_ci.results import JobResult, render_summary
-from bitsandbytes_ci.toolchains import detect_host, host_platform, step_environment
+from bitsandbytes_ci.host import local
+from bitsandbytes_ci.host.local import Console, HostSettings, SourceError
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Selection, plan_jobs, plan_wheels
+from bitsandbytes_ci.core.tree import TreeError, read_tree
+from bitsandbytes_ci.core.results import JobResult, render_summary
+from bitsandbytes_ci.host.toolchains import detect_host, host_platform, step_environment
 from bnb_build import inputs, process
 
 

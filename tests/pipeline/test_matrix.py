@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.matrix: the support matrix data and its validation.
+"""bitsandbytes_ci.core.matrix: the support matrix data and its validation.
 
 The expectations below are copied from the workflow we replace (design/seed-workflow.md), not computed
 by the code under test.
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bitsandbytes_ci.errors import MatrixError
-from bitsandbytes_ci.matrix import default_matrix_path, load_matrix
+from bitsandbytes_ci.core.errors import MatrixError
+from bitsandbytes_ci.core.matrix import default_matrix_path, load_matrix
 
 LINUX_X64, LINUX_ARM, WIN_X64, WIN_ARM, MAC_ARM = "linux-x86_64", "linux-aarch64", "windows-x64", "windows-arm64", "macos-arm64"
 ALL_PLATFORMS = [LINUX_X64, LINUX_ARM, WIN_X64, WIN_ARM, MAC_ARM]
@@ -187,7 +187,7 @@ def test_library_names(matrix, family: str, version: str | None, platform: str, 
 
 
 def test_every_used_image_is_in_the_lock_file(matrix) -> None:
-    from bitsandbytes_ci.image_lock import load_lock
+    from bitsandbytes_ci.core.image_lock import load_lock
 
     lock = load_lock(default_matrix_path().with_name("images.lock.toml"))
     assert sorted(lock) == matrix.images_in_use(), "regenerate images.lock.toml (lock-images) after changing images"

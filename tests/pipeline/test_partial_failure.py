@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from host_helpers import BNB_CI, INJECTED_ERROR, break_cuda_sources, copy_repo, host_env
 
-from bitsandbytes_ci import cli
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Selection, expectations, plan_jobs
-from bitsandbytes_ci.release_verbs import StepFailed
+from bitsandbytes_ci.host import cli
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Selection, expectations, plan_jobs
+from bitsandbytes_ci.host.release_verbs import StepFailed
 from bnb_build.release import INCOMPLETE_MARKER
 
 SELECTION = ["--backend", "cpu", "--backend", "cuda", "--archs", "75", "--platform", "linux-x86_64"]

@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.plan: matrix -> build jobs, wheel jobs, audit expectations, step argv."""
+"""bitsandbytes_ci.core.plan: matrix -> build jobs, wheel jobs, audit expectations, step argv."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bitsandbytes_ci import plan as plan_module
-from bitsandbytes_ci.errors import SelectionError
-from bitsandbytes_ci.matrix import default_matrix_path, load_matrix
-from bitsandbytes_ci.plan import Selection, audit_argv, expectations, plan_jobs, plan_wheels
-from bitsandbytes_ci.tree import DEFAULT_TREE, read_tree
+from bitsandbytes_ci.core import plan as plan_module
+from bitsandbytes_ci.core.errors import SelectionError
+from bitsandbytes_ci.core.matrix import default_matrix_path, load_matrix
+from bitsandbytes_ci.core.plan import Selection, audit_argv, expectations, plan_jobs, plan_wheels
+from bitsandbytes_ci.core.tree import DEFAULT_TREE, read_tree
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,10 +1,10 @@
-"""bitsandbytes_ci.progress: a redrawn status line on a terminal, plain lines elsewhere."""
+"""bitsandbytes_ci.host.progress: a redrawn status line on a terminal, plain lines elsewhere."""
 
 from __future__ import annotations
 
 import io
 
-from bitsandbytes_ci.progress import Progress, format_duration
+from bitsandbytes_ci.host.progress import Progress, format_duration
 
 
 class Clock:

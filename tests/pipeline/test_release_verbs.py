@@ -1,4 +1,4 @@
-"""`bnb-ci pre-release` and `bnb-ci publish` (bitsandbytes_ci.release_verbs): the plan's expectations,
+"""`bnb-ci pre-release` and `bnb-ci publish` (bitsandbytes_ci.host.release_verbs): the plan's expectations,
 then the same step programs, with secrets only in the environment."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from bitsandbytes_ci import cli, release_verbs
+from bitsandbytes_ci.host import cli, release_verbs
 from bnb_build_helpers import cpu_wheel, step_env
 from release_helpers import COMMIT, REPO, PyPIServer, fresh_venv, numpy_links, pip_install, round_trip, start_pypiserver, wheel_set
 

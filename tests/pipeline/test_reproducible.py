@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from host_helpers import BNB_CI, copy_repo, host_env
 
-from bitsandbytes_ci.outputs import WHEELS_SUBDIR
+from bitsandbytes_ci.host.outputs import WHEELS_SUBDIR
 from bnb_build import elf
 
 ARCHS = "75;gfx90a"
@@ -64,7 +64,7 @@ def build(snapshot: Path, root: Path, *, umask: int, env: dict[str, str]) -> Bui
     repo = root / "checkout"
     shutil.copytree(snapshot, repo)
     matrix = root / "matrix.toml"
-    matrix.write_text(with_debian_rocm((repo / "pipeline/src/bitsandbytes_ci/matrix.toml").read_text()))
+    matrix.write_text(with_debian_rocm((repo / "pipeline/src/bitsandbytes_ci/core/matrix.toml").read_text()))
     out = root / "out"
     argv = [str(BNB_CI), "--matrix", str(matrix), "build-all", "--out", str(out), "--cache-dir", str(root / "cache"), *SELECTION]
     result = subprocess.run(

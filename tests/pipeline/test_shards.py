@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.shards: the CI matrix the plan emits, and that each shard fits one hosted runner."""
+"""bitsandbytes_ci.core.shards: the CI matrix the plan emits, and that each shard fits one hosted runner."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bitsandbytes_ci import cli
-from bitsandbytes_ci.errors import SelectionError
-from bitsandbytes_ci.matrix import default_matrix_path, load_matrix
-from bitsandbytes_ci.plan import Selection, plan_jobs
-from bitsandbytes_ci.shards import ci_matrix, image_size, jobs_at_once, plan_native_rows, plan_shards
+from bitsandbytes_ci.host import cli
+from bitsandbytes_ci.core.errors import SelectionError
+from bitsandbytes_ci.core.matrix import default_matrix_path, load_matrix
+from bitsandbytes_ci.core.plan import Selection, plan_jobs
+from bitsandbytes_ci.core.shards import ci_matrix, image_size, jobs_at_once, plan_native_rows, plan_shards
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""bitsandbytes_ci.summary: summary.md of a build-all run, and the GitHub step summary."""
+"""bitsandbytes_ci.core.summary: summary.md of a build-all run, and the GitHub step summary."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bitsandbytes_ci.results import JobResult
-from bitsandbytes_ci.summary import append_step_summary, audit_verdicts, format_size, render_summary_md
+from bitsandbytes_ci.core.results import JobResult
+from bitsandbytes_ci.core.summary import append_step_summary, audit_verdicts, format_size, render_summary_md
 
 AUDIT = """# Wheel audit
 

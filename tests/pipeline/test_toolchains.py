@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.toolchains: what this host can build, and the environment of each job."""
+"""bitsandbytes_ci.host.toolchains: what this host can build, and the environment of each job."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from host_helpers import REPO_ROOT, host_env
 
-from bitsandbytes_ci import toolchains
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Job, Selection, plan_jobs
-from bitsandbytes_ci.toolchains import HostToolchains, Installation, Runnable, Skip, decide, detect_host, step_environment
+from bitsandbytes_ci.host import toolchains
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Job, Selection, plan_jobs
+from bitsandbytes_ci.host.toolchains import HostToolchains, Installation, Runnable, Skip, decide, detect_host, step_environment
 
 PYTHONPATH = REPO_ROOT / "pipeline" / "src"
 

@@ -1,4 +1,4 @@
-"""bitsandbytes_ci.tree and bnb_build.version: what the pipeline reads from the tree it builds, and how
+"""bitsandbytes_ci.core.tree and bnb_build.version: what the pipeline reads from the tree it builds, and how
 the plan follows it. Two trees: this repository, and tests/fixtures/upstream_tree (upstream's shape:
 flat csrc/, no VERSION file, setuptools backend, OpenMP, a CUDA library that links cuBLAS)."""
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bitsandbytes_ci import cli
-from bitsandbytes_ci.matrix import load_matrix
-from bitsandbytes_ci.plan import Selection, expectations, plan_jobs, plan_wheels
-from bitsandbytes_ci.tree import DEFAULT_TREE, TreeError, read_tree, tree_config_from_text, tree_from_texts
+from bitsandbytes_ci.host import cli
+from bitsandbytes_ci.core.matrix import load_matrix
+from bitsandbytes_ci.core.plan import Selection, expectations, plan_jobs, plan_wheels
+from bitsandbytes_ci.core.tree import DEFAULT_TREE, TreeError, read_tree, tree_config_from_text, tree_from_texts
 from bnb_build.version import static_version, tree_version
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,8 +163,8 @@ def toolkit(root: Path, *, with_cublas: bool) -> Path:
 
 
 def test_a_cuda_toolkit_without_cublas_cannot_build_a_tree_that_links_it(tmp_path: Path) -> None:
-    from bitsandbytes_ci import doctor
-    from bitsandbytes_ci.toolchains import HostToolchains, Installation, Runnable, decide, missing_cuda_components
+    from bitsandbytes_ci.host import doctor
+    from bitsandbytes_ci.host.toolchains import HostToolchains, Installation, Runnable, decide, missing_cuda_components
 
     without, with_cublas = toolkit(tmp_path / "cuda", with_cublas=False), toolkit(tmp_path / "cuda-cublas", with_cublas=True)
     assert missing_cuda_components(without, ["cublas", "cublasLt"]) == ["cublas", "cublasLt"]

@@ -1,9 +1,13 @@
-"""Orchestration side of the bitsandbytes build-and-release pipeline.
+"""Orchestration side of the bitsandbytes build-and-release pipeline, in three parts:
 
-matrix (data, validated) -> plan (jobs) -> executor (Dagger or host) -> artefacts -> wheels -> audit -> release.
-The step programs that jobs run live in the sibling package ``bnb_build`` (standard library only).
-``BitsandbytesCi`` is the Dagger module's main object (``main.py``); it is imported on first use, so
-the host side (``bnb-ci``) never loads the Dagger SDK.
+- ``core/``: matrix (data, validated) -> tree settings -> plan (jobs, wheels, shards) -> results;
+- ``host/``: the host executor ``bnb-ci``, which runs the plan's steps on this machine;
+- ``module/``: the Dagger module, which runs the same steps in containers.
+
+``core/`` imports neither executor and the executors do not import each other (docs/contracts.md).
+The step programs that jobs run live in the sibling package ``bnb_build`` (standard library and
+pinned tools). ``BitsandbytesCi`` is the Dagger module's main object (``module/main.py``); it is
+imported on first use, so ``bnb-ci`` never loads the Dagger SDK.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .main import BitsandbytesCi as BitsandbytesCi
+    from .module.main import BitsandbytesCi as BitsandbytesCi
 
 __all__ = ["BitsandbytesCi"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "BitsandbytesCi":
-        from .main import BitsandbytesCi
+        from .module.main import BitsandbytesCi
 
         return BitsandbytesCi
     msg = f"module {__name__!r} has no attribute {name!r}"

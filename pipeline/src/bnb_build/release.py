@@ -76,6 +76,18 @@ INCOMPLETE_MARKER = "INCOMPLETE.md"
 """Written next to wheels packed while jobs failed (``bnb-ci build-all --keep-going``): such a set is
 for testing only, and :func:`check_wheel_set` refuses to release it."""
 
+
+def incomplete_notice(failed: Sequence[str]) -> str:
+    """wheels/INCOMPLETE.md: the wheels beside it come from a run in which `failed` failed (both
+    executors write it)."""
+    return (
+        "# Incomplete wheel set\n\n"
+        f"These wheels were packed with --keep-going while {len(failed)} job(s) failed: {', '.join(failed)}.\n"
+        "They are for testing only: `pre-release` and `publish` refuse this folder.\n"
+        "Fix the failures (see failures.md next to this folder) and build again to get a releasable set.\n"
+    )
+
+
 HEADINGS = (
     ("linux-x86_64", "Linux (x86_64)"),
     ("linux-aarch64", "Linux (aarch64)"),

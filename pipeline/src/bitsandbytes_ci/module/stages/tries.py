@@ -21,8 +21,8 @@ import dagger
 
 from bnb_build.try_wheels import Try, render_report, wheel_platform
 
-from ..matrix import Matrix
-from ..plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, try_argv
+from ...core.matrix import Matrix
+from ...core.plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, try_argv
 from .common import WORK, base, filtered, with_env, with_setup, with_steps
 
 TRY_PLATFORMS = {"linux-aarch64": "linux/arm64"}

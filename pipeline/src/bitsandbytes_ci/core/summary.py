@@ -14,10 +14,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .progress import format_duration
 from .results import JobResult, counts
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+
+def format_duration(seconds: float) -> str:
+    """12.3 -> "12s", 72 -> "1m 12s", 3725 -> "1h 02m 05s"."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
 
 
 def format_size(size: int | None) -> str:

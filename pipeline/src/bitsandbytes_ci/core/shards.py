@@ -20,8 +20,8 @@ Rules, from matrix.toml `[ci]`:
 
 Worked example: CUDA 12.8 on linux-aarch64 is one job on a 9 GB image, so one shard:
 
-    >>> from bitsandbytes_ci.matrix import load_matrix
-    >>> from bitsandbytes_ci.plan import Selection, plan_jobs
+    >>> from bitsandbytes_ci.core.matrix import load_matrix
+    >>> from bitsandbytes_ci.core.plan import Selection, plan_jobs
     >>> matrix = load_matrix()
     >>> [shard] = plan_shards(matrix, plan_jobs(matrix, Selection(backends=("cuda",), versions=("12.8",), platforms=("linux-aarch64",))))
     >>> shard.id, shard.runs_on, shard.call, shard.free_disk

@@ -16,7 +16,7 @@ from typing import Any
 
 import dagger
 
-from ..plan import github_release_argv, pre_release_argv, publish_argv
+from ...core.plan import github_release_argv, pre_release_argv, publish_argv
 from .common import WORK, base, filtered, with_image_tools, with_steps
 from .packaging import expect_json
 

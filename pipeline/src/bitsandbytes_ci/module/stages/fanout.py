@@ -31,14 +31,13 @@ from dagger import dag
 
 from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 from bnb_build.native import BUILD_INFO_SUFFIX
-from bnb_build.release import INCOMPLETE_MARKER
+from bnb_build.release import INCOMPLETE_MARKER, incomplete_notice
 
-from ..matrix import Matrix
-from ..outputs import incomplete_notice
-from ..plan import Job, WheelJob, expectations
-from ..results import JobResult
-from ..summary import render_summary_md
-from ..tree import DEFAULT_TREE, TreeFacts
+from ...core.matrix import Matrix
+from ...core.plan import Job, WheelJob, expectations
+from ...core.results import JobResult
+from ...core.summary import render_summary_md
+from ...core.tree import DEFAULT_TREE, TreeFacts
 from . import native, packaging, tries
 from .common import filtered
 

@@ -29,11 +29,11 @@ from typing import Any
 
 from bnb_build import manifest as manifest_step
 from bnb_build.files import copy_atomic, write_text_atomic
-from bnb_build.release import INCOMPLETE_MARKER
+from bnb_build.release import INCOMPLETE_MARKER, incomplete_notice
 
-from .errors import PipelineError
-from .matrix import Matrix
-from .results import JobResult, render_failures
+from ..core.errors import PipelineError
+from ..core.matrix import Matrix
+from ..core.results import JobResult, render_failures
 
 MANIFEST_SCHEMA = manifest_step.MANIFEST_SCHEMA
 LIBS_SUBDIR = "libs"
@@ -191,17 +191,6 @@ def mark_wheel_set(wheel_dir: Path, results: Sequence[JobResult], *, packed: boo
         marker.unlink(missing_ok=True)
         return
     write_text_atomic(marker, incomplete_notice(failed))
-
-
-def incomplete_notice(failed: Sequence[str]) -> str:
-    """wheels/INCOMPLETE.md: the wheels beside it come from a run in which `failed` failed (the Dagger
-    module writes the same file)."""
-    return (
-        "# Incomplete wheel set\n\n"
-        f"These wheels were packed with --keep-going while {len(failed)} job(s) failed: {', '.join(failed)}.\n"
-        "They are for testing only: `pre-release` and `publish` refuse this folder.\n"
-        "Fix the failures (see failures.md next to this folder) and build again to get a releasable set.\n"
-    )
 
 
 def publish_libraries(out_dir: Path, results: Sequence[JobResult], *, replace_all: bool = False) -> list[Path]:

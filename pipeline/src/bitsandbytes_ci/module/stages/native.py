@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import dagger
 
-from ..plan import Job
+from ...core.plan import Job
 from .common import (
     CCACHE_MAXSIZE,
     CCACHE_MOUNT,

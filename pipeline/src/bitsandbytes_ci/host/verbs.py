@@ -39,7 +39,10 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 from bnb_build.version import tree_version
 
-from .errors import PipelineError
+from ..core.errors import PipelineError
+from ..core.results import JobResult, any_failed, render_summary
+from ..core.summary import append_step_summary, render_summary_md
+from ..core.tree import check_tree
 from .local import (
     CACHE_DIR_NAME,
     DEFAULT_CONCURRENCY,
@@ -67,13 +70,10 @@ from .outputs import (
     wheel_platform,
     write_text_atomic,
 )
-from .results import JobResult, any_failed, render_summary
-from .summary import append_step_summary, render_summary_md
 from .toolchains import detect_host, host_platform, step_environment
-from .tree import check_tree
 
 if TYPE_CHECKING:
-    from .cli import Handler, Invocation
+    from .invocation import Handler, Invocation
 
 T = TypeVar("T")
 

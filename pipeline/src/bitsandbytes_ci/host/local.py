@@ -41,15 +41,15 @@ import anyio
 
 from bnb_build import inputs, zig_runtime
 
+from ..core.errors import PipelineError
+from ..core.matrix import Matrix
+from ..core.plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, present_patterns, try_argv
+from ..core.results import LOG_TAIL_LINES, JobResult, Kind
+from ..core.tree import DEFAULT_TREE, TreeFacts
 from . import artifact_cache
-from .errors import PipelineError
-from .matrix import Matrix
 from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, wheel_tag
-from .plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, present_patterns, try_argv
 from .progress import Progress
-from .results import LOG_TAIL_LINES, JobResult, Kind
 from .toolchains import Decision, HostToolchains, Runnable, Skip, decide
-from .tree import DEFAULT_TREE, TreeFacts
 
 DEFAULT_CONCURRENCY = 2
 CACHE_DIR_NAME = ".bnb-cache"

@@ -23,20 +23,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from ..core.summary import format_duration
+
 REFRESH_S = 1.0
 _CLEAR = "\r\x1b[2K"
-
-
-def format_duration(seconds: float) -> str:
-    """12.3 -> "12s", 72 -> "1m 12s", 3725 -> "1h 02m 05s"."""
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 class Progress:

@@ -41,14 +41,11 @@ from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
 from bnb_build.resources import available_cpus, available_memory_gb
 from dagger import DefaultPath, Doc, Ignore, Name, function, object_type
 
-from .listing import render_plan
-from .matrix import Matrix, load_matrix
-from .plan import DEFAULT_REPOSITORY_URL, DEFAULT_TAG, Job, Selection, expectations, plan_jobs, plan_wheels
-from .shards import IN_CONTAINERS, jobs_at_once
-from .stages import fanout, images, packaging, release, tries
-from .stages.common import SOURCE_IGNORE
-from .stages.fanout import BuildFailed
-from .tree import (
+from ..core.listing import render_plan
+from ..core.matrix import Matrix, load_matrix
+from ..core.plan import DEFAULT_REPOSITORY_URL, DEFAULT_TAG, Job, Selection, expectations, plan_jobs, plan_wheels
+from ..core.shards import IN_CONTAINERS, jobs_at_once
+from ..core.tree import (
     CMAKE_SOURCES,
     DEFAULT_PACKAGE,
     DEFAULT_TREE,
@@ -61,6 +58,9 @@ from .tree import (
     tree_from_texts,
     wanted_files,
 )
+from .stages import fanout, images, packaging, release, tries
+from .stages.common import SOURCE_IGNORE
+from .stages.fanout import BuildFailed
 
 Source = Annotated[
     dagger.Directory,
@@ -297,7 +297,7 @@ class BitsandbytesCi:
     @function(cache="never")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
     async def lock_images(self) -> dagger.File:
         """Resolve every image's digest through the engine; returns images.lock.toml to commit
-        (pipeline/src/bitsandbytes_ci/images.lock.toml)."""
+        (pipeline/src/bitsandbytes_ci/core/images.lock.toml)."""
         matrix = load_matrix()
         # every image the matrix can use: the OpenMP trees' CPU images too
         jobs = [*plan_jobs(matrix), *plan_jobs(matrix, tree=EVERY_IMAGE_TREE)]

@@ -37,7 +37,7 @@ from typing import Literal
 
 from bnb_build import native as bnb_native
 
-from .plan import Job
+from ..core.plan import Job
 
 PIPELINE_CMAKE_DIR = bnb_native.CMAKE_DIR
 """The pipeline's own CMake files (toolchain files, project.cmake), beside the step programs."""

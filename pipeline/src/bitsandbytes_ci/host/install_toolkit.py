@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import PipelineError
-from .matrix import Matrix, NativeInstall
-from .plan import Job
+from ..core.errors import PipelineError
+from ..core.matrix import Matrix, NativeInstall
+from ..core.plan import Job
 
 if TYPE_CHECKING:
-    from .cli import Invocation
+    from .invocation import Invocation
 
 DEFAULT_ENV = {
     "nvidia-installer": {"CUDA_PATH": "{prefix}"},

@@ -27,14 +27,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import PipelineError
-from .plan import DEFAULT_API_URL, DEFAULT_REPOSITORY_URL, DEFAULT_TAG, expectations, github_release_argv, pre_release_argv, publish_argv
+from ..core.errors import PipelineError
+from ..core.plan import DEFAULT_API_URL, DEFAULT_REPOSITORY_URL, DEFAULT_TAG, expectations, github_release_argv, pre_release_argv, publish_argv
+from .local import step_pythonpath
 
 if TYPE_CHECKING:
-    from .cli import Invocation
+    from .invocation import Invocation
 
 DEFAULT_RELEASE_OUT = Path("bnb-out") / "pre-release"
-_STEP_SRC = Path(__file__).resolve().parent.parent  # the folder holding bnb_build
 
 
 class ReleaseInputError(PipelineError):
@@ -107,7 +107,7 @@ def _git(args: Sequence[str], env: Mapping[str, str], cwd: Path | None) -> str |
 def run_step(argv: Sequence[str], invocation: Invocation) -> None:
     """Run a step program with this interpreter; stream its output to the invocation's stdout."""
     env = dict(invocation.env)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_STEP_SRC), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(step_pythonpath()), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, *argv[1:]] if list(argv[:1]) == ["python3"] else list(argv)
     out = invocation.stdout
     out.write("+ " + " ".join(argv) + "\n")

@@ -14,8 +14,8 @@ import anyio
 import dagger
 from dagger import dag
 
-from ..image_lock import DIGEST, render_lock
-from ..plan import Job, WheelJob
+from ...core.image_lock import DIGEST, render_lock
+from ...core.plan import Job, WheelJob
 from .common import base
 
 

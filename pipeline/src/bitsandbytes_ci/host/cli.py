@@ -3,7 +3,8 @@
 This module parses arguments, loads the matrix, plans the selected jobs and hands an `Invocation` to
 the handler registered for the verb in `HANDLERS`. `plan` is handled here; the build, wheel and audit
 verbs belong to the host executor (verbs.py, local.py); the release verbs to release_verbs.py. This
-is the only module of the package that reads os.environ; everything else receives `env` explicitly.
+is, with launch.py (`./bnb`), the only module of the package that reads os.environ; everything else
+receives `env` explicitly.
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from ..core.errors import MatrixError, PipelineError
+from ..core.listing import PLAN_FORMATS, jobs_json, render_plan
+from ..core.matrix import Matrix, load_matrix
+from ..core.plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
+from ..core.tree import DEFAULT_TREE, TreeFacts, read_tree
 from .doctor import detect, run_doctor, verdicts
 from .install_toolkit import run_install_toolkit
-from .errors import MatrixError, PipelineError
-from .listing import PLAN_FORMATS, jobs_json, render_plan
+from .invocation import Handler, Invocation
 from .local import CACHE_DIR_NAME, DEFAULT_CONCURRENCY, DEFAULT_SOURCE_DATE_EPOCH
-from .matrix import Matrix, load_matrix
-from .plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
-from .tree import DEFAULT_TREE, TreeFacts, read_tree
 from .release_verbs import add_options as add_release_options
 from .release_verbs import run_pre_release, run_publish
 from .verbs import HOST_HANDLERS
@@ -38,24 +40,6 @@ DEFAULT_OUT = "bnb-out"
 
 INTERRUPTED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 """Exit code after an interruption: 128 + the signal number, as a shell reports a process it killed."""
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """Everything a verb's handler needs: the parsed options and the jobs planned for them."""
-
-    verb: str
-    matrix: Matrix
-    selection: Selection
-    jobs: list[Job]
-    wheels: list[WheelJob]
-    options: Mapping[str, Any]
-    env: Mapping[str, str]
-    stdout: TextIO = field(repr=False)
-    tree: TreeFacts = DEFAULT_TREE
-
-
-Handler = Callable[[Invocation], int]
 
 
 @dataclass(frozen=True)
@@ -258,8 +242,8 @@ def main_inner(
     return (handlers or HANDLERS)[args.verb](invocation)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: prints a PipelineError and returns its exit code.
+def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
+    """Console entry point: prints a PipelineError and returns its exit code (`env`: os.environ when None).
 
     SIGTERM is handled like Ctrl-C (SIGINT): the running jobs are cancelled, their processes stopped
     and their partial work removed (local.run_step); then bnb-ci exits with 128 + the signal number.
@@ -276,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return main_inner(argv)
+        return main_inner(argv, env=env)
     except PipelineError as e:
         print(f"bnb-ci: error: {e}", file=sys.stderr)
         return e.exit_code
