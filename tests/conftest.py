@@ -68,33 +68,18 @@ def cpu_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return libs[0]
 
 
-CUDA_CUBLAS_PREFIX = REPO_ROOT / ".bnb-cache" / "cuda13-cublas"
-"""CUDA 13.0 with cuBLAS, from NVIDIA's PyPI wheels (tools/install-cuda-wheels.sh --with-cublas)."""
-
-
 @pytest.fixture(scope="session")
 def cuda_with_cublas() -> Path:
-    """A CUDA 13.0 toolkit with cuBLAS and cuBLASLt (the machine's has neither), installed once into
-    .bnb-cache/; its nvidia/cu13 folder. Skips, with pip's reason, where the wheels cannot be downloaded."""
-    toolkit = CUDA_CUBLAS_PREFIX / "nvidia" / "cu13"
-    if (CUDA_CUBLAS_PREFIX / ".complete").is_file():
-        return toolkit
-    staging = CUDA_CUBLAS_PREFIX.with_name(f"{CUDA_CUBLAS_PREFIX.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    """A CUDA 13.0 toolkit with cuBLAS and cuBLASLt (the machine's has neither), from NVIDIA's PyPI
+    wheels: the folder `./bnb test` fills when it finds no nvcc, filled here once where it is not;
+    its nvidia/cu13 folder. Skips, with pip's reason, where the wheels cannot be downloaded."""
+    from bitsandbytes_ci.host.launch import CUDA_WHEELS, install_cuda_wheels
+
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     try:
-        result = subprocess.run(["bash", str(REPO_ROOT / "tools" / "install-cuda-wheels.sh"), "--with-cublas", str(staging)],
-                                capture_output=True, text=True, env=env, timeout=1800, check=False)  # fmt: skip
+        done = install_cuda_wheels(REPO_ROOT, env, capture=True)
     except subprocess.TimeoutExpired:
-        shutil.rmtree(staging, ignore_errors=True)
-        pytest.skip("installing the CUDA 13.0 + cuBLAS wheels (about 550 MB) took over 1800 s")
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        pytest.skip(f"cannot install the CUDA 13.0 + cuBLAS wheels: {(result.stderr or result.stdout).strip()[-800:]}")
-    (staging / ".complete").write_text("tools/install-cuda-wheels.sh --with-cublas\n")
-    shutil.rmtree(CUDA_CUBLAS_PREFIX, ignore_errors=True)
-    try:
-        staging.rename(CUDA_CUBLAS_PREFIX)
-    except OSError:  # another test process finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    return toolkit
+        pytest.skip("installing the CUDA 13.0 + cuBLAS wheels (about 550 MB) took too long")
+    if done.returncode != 0:
+        pytest.skip(f"cannot install the CUDA 13.0 + cuBLAS wheels: {(done.stderr or done.stdout).strip()[-800:]}")
+    return REPO_ROOT / CUDA_WHEELS / "nvidia" / "cu13"

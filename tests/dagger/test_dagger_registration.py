@@ -214,8 +214,16 @@ def test_the_main_command_calls_build_all_with_flags_it_registers(module: dict[s
 
     user = ["--platform", "linux-x86_64", "--backend", "cpu", "--version", "13.0", "--archs", "75", "--jobs", "2"]
     call = dagger_call(user)
-    assert call[:2] == ["call", "build-all"] and call[-3:] == ["export", "--path", DIST]
-    flags = {a[2:] for a in call[2 : call.index("export")] if a.startswith("--")}
+    export = call.index("export")
+    assert call[:2] == ["call", "build-all"] and call[export + 1 : export + 3] == ["--path", DIST]
+    flags = {a[2:] for a in call[2:export] if a.startswith("--")}
     registered = {cli_flag(name) for name in module["functions"]["build_all"]["args"]}
     assert flags <= registered, flags - registered
     assert "keep-going" in flags
+    import inspect
+
+    import dagger
+
+    export_flags = {a[2:] for a in call[export + 1 :] if a.startswith("--")}
+    assert export_flags == {"path", "wipe"}, "the output folder is replaced, so nothing of an earlier run stays"
+    assert export_flags <= {cli_flag(name) for name in inspect.signature(dagger.Directory.export).parameters if name != "self"}

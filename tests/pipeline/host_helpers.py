@@ -17,7 +17,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BNB_CI = Path(sys.executable).parent / "bnb-ci"
 
-COPY_IGNORED = (".venv", ".git", ".bnb-cache", "__pycache__", ".pytest_cache", "bnb-out", "libbitsandbytes_*")
+COPY_IGNORED = (".venv", ".git", ".bnb-cache", ".cuda-wheels", "node_modules", "__pycache__", ".pytest_cache", "bnb-out", "dist", "libbitsandbytes_*")
 INJECTED_ERROR = "injected compile error for the host executor tests"
 
 # Variables that would steer a build away from what the test asks for.

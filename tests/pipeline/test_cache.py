@@ -35,10 +35,12 @@ def planned() -> tuple[list[Job], list[WheelJob]]:
 
 
 def digests(repo: Path, jobs: list[Job], wheels: list[WheelJob], epoch: str = EPOCH) -> dict[str, str]:
-    found = {job.id: job.input_digest(repo) for job in jobs}
+    """The digests with the step programs of the copy `repo` (what its own bnb-ci would run)."""
+    steps = repo / "pipeline" / "src" / "bnb_build"
+    found = {job.id: job.input_digest(repo, steps_dir=steps) for job in jobs}
     for wheel in wheels:
         libraries = {i: found[i] for i in wheel.build_job_ids}
-        found[wheel.id] = wheel.input_digest(repo, libraries=libraries, source_date_epoch=epoch)
+        found[wheel.id] = wheel.input_digest(repo, libraries=libraries, source_date_epoch=epoch, steps_dir=steps)
     return found
 
 
@@ -114,6 +116,27 @@ def test_plan_json_shows_the_digests(repo: Path, planned: tuple[list[Job], list[
     assert shown["wheel-linux-x86_64"]["inputs"]["source_date_epoch"] == EPOCH
     plain = run_bnb_ci(["plan", "--format", "json", "--platform", "linux-x86_64"], cwd=repo)
     assert "input_digest" not in plain.stdout, "without --source the plan reads no file"
+
+
+def test_plan_json_digests_of_another_tree_count_the_installed_step_programs(tmp_path: Path) -> None:
+    """A tree without our pipeline/ folder (upstream's shape): the digests `plan --format json`
+    shows are the ones the host executor keys its cache with, which cover the step programs this
+    bnb-ci runs. Editing one of those programs' copies inside the tree changes nothing."""
+    from bnb_build_helpers import copy_upstream_tree
+
+    from bitsandbytes_ci.core.plan import STEP_PROGRAMS
+
+    tree = copy_upstream_tree(tmp_path / "upstream")
+    done = run_bnb_ci(["plan", "--format", "json", "--source", str(tree), "--platform", "linux-x86_64", "--backend", "cpu"], cwd=tree)
+    assert done.returncode == 0, done.stderr
+    shown = {entry["id"]: entry["input_digest"] for entry in json.loads(done.stdout)}
+    facts = read_tree(tree)
+    [job] = plan_jobs(load_matrix(), Selection(platforms=("linux-x86_64",), backends=("cpu",)), facts)
+    assert shown[job.id] == job.input_digest(tree, steps_dir=STEP_PROGRAMS)
+    elsewhere = tmp_path / "other-steps"
+    shutil.copytree(STEP_PROGRAMS, elsewhere, ignore=shutil.ignore_patterns("__pycache__"))
+    (elsewhere / "native.py").write_text((elsewhere / "native.py").read_text() + "\n# edited\n")
+    assert job.input_digest(tree, steps_dir=elsewhere) != shown[job.id], "the step programs are part of the digest"
 
 
 # ---- the cache itself -------------------------------------------------------------------------------

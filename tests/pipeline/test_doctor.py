@@ -74,3 +74,21 @@ def test_doctor_verb_exits_0_with_injected_detection(monkeypatch: pytest.MonkeyP
     text = out.getvalue()
     assert "| dagger engine | reachable (1.0) |" in text
     assert "cuda130-linux-x86_64" in text.rstrip().splitlines()[-1]
+
+
+def test_plan_here_says_per_job_whether_this_host_builds_it() -> None:
+    out = io.StringIO()
+    code = cli.main_inner(["plan", "--here", "--platform", "linux-x86_64", "--platform", "windows-x64", "--backend", "cpu", "--backend", "cuda"],
+                          env=host_env(), stdout=out)  # fmt: skip
+    assert code == 0
+    table, verdict_lines = out.getvalue().split("buildable here (linux-x86_64):\n")
+    assert "cpu-linux-x86_64" in table
+    verdict = {line.split()[0]: line.split(None, 1)[1] for line in verdict_lines.splitlines() if line.strip()}
+    assert verdict["cpu-linux-x86_64"].startswith("yes (zig")
+    assert verdict["cuda130-windows-x64"].startswith("no: native-runner job for windows-x64")
+    assert set(verdict) == {line.split()[0] for line in table.splitlines()[1:] if line.split() and "-" in line.split()[0] and not line.startswith("wheel")}
+
+
+def test_plan_here_refuses_a_data_format() -> None:
+    with pytest.raises(cli.SelectionError, match=r"--here adds a text table .* --format json .*; use it with --format table or markdown"):
+        cli.main_inner(["plan", "--here", "--format", "json"], env=host_env(), stdout=io.StringIO())

@@ -78,15 +78,17 @@ class FakeRunner:
     and cmd.exe's `set` as those programs would."""
 
     def __init__(self) -> None:
-        self.ran: list[list[str]] = []
+        self.ran: list[list[str] | str] = []
+        self.quiet: list[bool] = []
 
-    def __call__(self, argv) -> str:
-        self.ran.append(list(argv))
+    def __call__(self, argv, *, quiet: bool = False) -> str:
+        self.ran.append(argv if isinstance(argv, str) else list(argv))
+        self.quiet.append(quiet)
         if argv[:3] == ["rocm-sdk", "path", "--root"]:
             return "C:\\hostedtoolcache\\Python\\Lib\\site-packages\\_rocm_sdk_devel\n"
-        if argv[-1] == "set":
+        if argv == 'cmd /d /s /c "set"':
             return "PATH=C:\\Windows\nTEMP=C:\\t\n"
-        if argv[-1].endswith("&& set"):
+        if isinstance(argv, str) and argv.endswith('&& set"'):
             return "PATH=C:\\oneAPI\\compiler\\bin;C:\\Windows\nTEMP=C:\\t\nONEAPI_ROOT=C:\\oneAPI\nSETVARS_COMPLETED=1\n"
         return ""
 
@@ -94,18 +96,34 @@ class FakeRunner:
 def test_execute_runs_the_plan_and_reports_what_to_export(tmp_path: Path) -> None:
     runner, fetched = FakeRunner(), []
     plan = plan_install(load_matrix(), job("cuda", "13.2"))
-    variables, path = execute(plan, {}, run=runner, download=lambda url, dest: fetched.append((url, dest.name)))
+    variables, path = execute(plan, run=runner, download=lambda url, dest: fetched.append((url, dest.name)))
     assert fetched == [(plan.downloads[0][0], plan.downloads[0][1])]
     assert runner.ran[0][0].endswith("cuda_13.2.0_windows_network.exe") and "{download:" not in runner.ran[0][0]
     assert variables == {"CUDA_PATH": "C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v13.2"}
     assert path == ["C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v13.2\\bin"]
     runner = FakeRunner()
-    variables, path = execute(plan_install(load_matrix(), job("rocm", "7.14")), {}, run=runner, download=lambda url, dest: None)
+    variables, path = execute(plan_install(load_matrix(), job("rocm", "7.14")), run=runner, download=lambda url, dest: None)
     assert variables["ROCM_PATH"] == variables["HIP_PATH"] == "C:\\hostedtoolcache\\Python\\Lib\\site-packages\\_rocm_sdk_devel"
     runner = FakeRunner()
-    variables, path = execute(plan_install(load_matrix(), job("xpu", "2026")), {}, run=runner, download=lambda url, dest: None)
+    variables, path = execute(plan_install(load_matrix(), job("xpu", "2026")), run=runner, download=lambda url, dest: None)
     assert variables == {"ONEAPI_ROOT": "C:\\oneAPI", "SETVARS_COMPLETED": "1"} and path == ["C:\\oneAPI\\compiler\\bin"]
-    assert 'call "C:\\Program Files (x86)\\Intel\\oneAPI\\setvars.bat" >nul && set' in runner.ran[-1][-1]
+    assert runner.ran[-1] == 'cmd /d /s /c "call "C:\\Program Files (x86)\\Intel\\oneAPI\\setvars.bat" >nul && set"'
+    assert runner.quiet[-2:] == [True, True], "the environment listings are not echoed into the log"
+
+
+def test_a_quiet_command_keeps_its_output_out_of_the_log(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real runner, on a command that prints the environment's token as `set` does: returned to
+    the caller, never echoed, not even when the command fails."""
+    from bitsandbytes_ci.host.install_toolkit import _run
+
+    monkeypatch.setenv("BNB_TEST_TOKEN", "s3cr3t-sentinel")
+    assert _run(["sh", "-c", "echo TOKEN=$BNB_TEST_TOKEN"], quiet=True) == "TOKEN=s3cr3t-sentinel\n"
+    with pytest.raises(InstallError) as failed:
+        _run(["sh", "-c", "echo TOKEN=$BNB_TEST_TOKEN; exit 3"], quiet=True)
+    assert "exited with 3" in str(failed.value) and "s3cr3t-sentinel" not in str(failed.value)
+    assert "s3cr3t-sentinel" not in capsys.readouterr().out
+    assert "TOKEN=s3cr3t-sentinel" in _run(["sh", "-c", "echo TOKEN=$BNB_TEST_TOKEN"])
+    assert "TOKEN=s3cr3t-sentinel" in capsys.readouterr().out, "without quiet the output is echoed"
 
 
 def test_a_failed_download_is_a_clear_error() -> None:
@@ -113,7 +131,7 @@ def test_a_failed_download_is_a_clear_error() -> None:
         raise OSError("network is unreachable")
 
     with pytest.raises(InstallError, match=r"cannot download https://developer\.download\.nvidia\.com/.*cuda_12\.8\.1_windows_network\.exe: network is unreachable"):
-        execute(plan_install(load_matrix(), job("cuda", "12.8")), {}, run=FakeRunner(), download=offline)
+        execute(plan_install(load_matrix(), job("cuda", "12.8")), run=FakeRunner(), download=offline)
 
 
 def test_the_environment_goes_to_the_next_steps(tmp_path: Path) -> None:

@@ -34,9 +34,10 @@ def without_dagger(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PATH": os.pathsep.join(folders)}
 
 
-def stand_in_dagger(folder: Path, *, engine_answers: bool) -> Path:
+def stand_in_dagger(folder: Path, *, engine_answers: bool, job_fails: bool = False) -> Path:
     """STAND-IN for the Dagger CLI (none can run here): answers `core version` like the real one (an
-    engine error when `engine_answers` is false) and records any other call's argv in calls.json."""
+    engine error when `engine_answers` is false), records any other call's argv in calls.json and
+    leaves dist/summary.md, plus dist/failures.md when `job_fails`."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "dagger"
     script.write_text(
@@ -45,11 +46,16 @@ def stand_in_dagger(folder: Path, *, engine_answers: bool) -> Path:
         + ('  echo v0.21.11; exit 0\n' if engine_answers else '  echo "Error: failed to connect to the engine: no container runtime" >&2; exit 1\n')
         + "fi\n"
         f'"{sys.executable}" -c "import json, sys; json.dump(sys.argv[1:], open(\'{folder}/calls.json\', \'w\'))" "$@"\n'
-        "mkdir -p dist && echo '# 1 job failed' > dist/failures.md\n",
+        "mkdir -p dist && echo '# summary' > dist/summary.md\n"
+        + ("echo '# 1 job failed' > dist/failures.md\n" if job_fails else ""),
         encoding="utf-8",
     )
     script.chmod(0o755)
     return script
+
+
+def path_with(env: dict[str, str], folder: Path) -> dict[str, str]:
+    return {**env, "PATH": f"{folder}{os.pathsep}{env['PATH']}"}
 
 
 # ---- the bootstrap ----------------------------------------------------------------------------------
@@ -100,7 +106,8 @@ def test_the_bootstrap_sets_up_once_and_again_when_a_pin_changes(bootstrap_tree:
 
 
 def test_the_bootstrap_names_the_python_it_needs(bootstrap_tree: Path, tmp_path: Path) -> None:
-    """Only Pythons older than 3.11 on PATH: the bootstrap stops before creating anything."""
+    """Only Pythons older than 3.11 on PATH, or a BNB_PYTHON that is none: the bootstrap stops before
+    creating anything and says what it needs."""
     old = tmp_path / "old-python"
     old.mkdir()
     for name in ("python3", "python3.13", "python3.12", "python3.11"):
@@ -109,51 +116,87 @@ def test_the_bootstrap_names_the_python_it_needs(bootstrap_tree: Path, tmp_path:
     done = bnb(bootstrap_tree, "build", env={**host_env(), "PATH": f"{old}:/usr/bin:/bin", "BNB_PYTHON": ""})
     assert done.returncode == 2
     assert "needs Python 3.11 or newer" in done.stderr
+    named = bnb(bootstrap_tree, "build", env={**host_env(), "BNB_PYTHON": str(tmp_path / "no-such-python")})
+    assert named.returncode == 2
+    assert f"BNB_PYTHON={tmp_path / 'no-such-python'} is not a Python 3.11 or newer" in named.stderr
     assert not (bootstrap_tree / ".venv").exists()
+
+
+def test_the_bootstrap_makes_a_broken_venv_again(bootstrap_tree: Path) -> None:
+    """A .venv left by an interrupted creation (a python without pip) is created afresh."""
+    broken = bootstrap_tree / ".venv" / "bin"
+    broken.mkdir(parents=True)
+    (broken / "python").write_text("#!/bin/sh\necho 'No module named pip' >&2\nexit 1\n")
+    (broken / "python").chmod(0o755)
+    done = bnb(bootstrap_tree, "build")
+    assert done.returncode == 0, done.stderr
+    assert "launcher got ['build']" in done.stdout
 
 
 # ---- ./bnb build --------------------------------------------------------------------------------------
 
 
-def test_without_a_dagger_cli_the_host_executor_builds_into_dist(tmp_path: Path) -> None:
+def test_a_dagger_cli_without_an_engine_falls_back_to_the_host_executor(tmp_path: Path) -> None:
+    """The host executor builds for real into dist/ and says why it, not Dagger, ran."""
     repo = copy_repo(tmp_path / "repo")
-    env = without_dagger(host_env())
+    stand_in_dagger(tmp_path / "bin", engine_answers=False)
+    env = path_with(without_dagger(host_env()), tmp_path / "bin")
     done = subprocess.run(
         [sys.executable, "-m", "bitsandbytes_ci.host.launch", "build", "--platform", "linux-x86_64", "--backend", "cpu"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "bnb: building on this host with bnb-ci, because no Dagger CLI on PATH" in done.stdout
+    assert "bnb: building on this host with bnb-ci, because the Dagger engine is not reachable" in done.stdout
+    assert "failed to connect to the engine" in done.stdout, "the engine's own words say why"
+    assert not (tmp_path / "bin/calls.json").exists(), "no dagger call was made"
     dist = repo / "dist"
     wheels = sorted((dist / "wheels").glob("*.whl"))
     assert len(wheels) == 1 and wheels[0].name.endswith("_x86_64.whl"), wheels
     assert any(n.endswith("/libbitsandbytes_cpu.so") for n in zipfile.ZipFile(wheels[0]).namelist())
-    assert "PASS" in (dist / "audit.md").read_text()
+    assert "Result: **PASS**" in (dist / "audit.md").read_text()
+    assert "Result: **PASS**" in (dist / "tries.md").read_text()
     assert {j["id"] for j in json.loads((dist / "manifest.json").read_text())["jobs"]} >= {"cpu-linux-x86_64"}
     assert "cpu-linux-x86_64" in (dist / "summary.md").read_text()
+    assert not (dist / "failures.md").exists()
 
 
-def test_a_dagger_cli_without_an_engine_falls_back_and_says_why(tmp_path: Path) -> None:
+def test_without_a_dagger_cli_it_says_so() -> None:
+    assert launch.find_dagger(without_dagger(host_env())) == (None, "no Dagger CLI on PATH")
+
+
+def test_dagger_flag_insists_on_the_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stand_in_dagger(tmp_path / "bin", engine_answers=False)
-    env = {**without_dagger(host_env()), "PATH": f"{tmp_path / 'bin'}{os.pathsep}{without_dagger(host_env())['PATH']}"}
-    found, why = launch.find_dagger(env)
-    assert found is None
-    assert "the Dagger engine is not reachable" in why and "failed to connect to the engine" in why
-    code = launch.main(["build", "--dagger"], env=env, repo=tmp_path)
-    assert code == 2, "--dagger insists on the engine"
+    code = launch.main(["build", "--dagger"], env=path_with(without_dagger(host_env()), tmp_path / "bin"), repo=tmp_path)
+    assert code == 2
+    assert "--dagger was given, but the Dagger engine is not reachable" in capsys.readouterr().err
+    assert not (tmp_path / "bin/calls.json").exists() and not (tmp_path / "dist").exists()
+
+
+def test_host_flag_skips_a_reachable_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--host runs bnb-ci although the engine answers (a selection this host cannot build: bnb-ci
+    says so and fails, and no dagger call is made)."""
+    stand_in_dagger(tmp_path / "bin", engine_answers=True)
+    repo = copy_repo(tmp_path / "repo")
+    code = launch.main(["build", "--host", "--platform", "windows-x64", "--backend", "cuda"], env=path_with(host_env(), tmp_path / "bin"), repo=repo)
+    out = capsys.readouterr()
+    assert "bnb: building on this host with bnb-ci, because --host was given" in out.out
+    assert code != 0
     assert not (tmp_path / "bin/calls.json").exists()
 
 
-def test_with_an_engine_it_runs_dagger_call_build_all_and_reports_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    stand_in_dagger(tmp_path / "bin", engine_answers=True)
-    env = {**host_env(), "PATH": f"{tmp_path / 'bin'}{os.pathsep}{host_env()['PATH']}"}
-    code = launch.main(["build", "--platform", "linux-x86_64"], env=env, repo=tmp_path)
+@pytest.mark.parametrize("job_fails", [False, True])
+def test_with_an_engine_it_runs_dagger_call_build_all(tmp_path: Path, capsys: pytest.CaptureFixture[str], job_fails: bool) -> None:
+    stand_in_dagger(tmp_path / "bin", engine_answers=True, job_fails=job_fails)
+    code = launch.main(["build", "--platform", "linux-x86_64"], env=path_with(host_env(), tmp_path / "bin"), repo=tmp_path)
     out = capsys.readouterr()
     assert json.loads((tmp_path / "bin/calls.json").read_text()) == [
-        "call", "build-all", "--platform", "linux-x86_64", "--keep-going", "export", "--path", "dist",
+        "call", "build-all", "--platform", "linux-x86_64", "--keep-going", "export", "--path", "dist", "--wipe",
     ]  # fmt: skip
     assert f"bnb: building with Dagger (Dagger CLI {tmp_path / 'bin/dagger'} and its engine answer)" in out.out
-    assert code == 1 and "jobs failed, see dist/failures.md" in out.err
+    if job_fails:
+        assert code == 1 and "jobs failed, see dist/failures.md" in out.err
+    else:
+        assert code == 0 and "jobs failed" not in out.err
 
 
 def test_unknown_command_prints_the_usage(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bnb_build_helpers import UPSTREAM_VERSION
 
 from bitsandbytes_ci.host import cli
 from bitsandbytes_ci.core.matrix import load_matrix
@@ -34,7 +35,7 @@ def plan_of(source: Path, *args: str) -> list[dict]:
 
 def test_the_upstream_shaped_tree() -> None:
     tree = read_tree(UPSTREAM)
-    assert tree.version == "0.50.2.dev0", "no VERSION file: the package's __version__"
+    assert tree.version == UPSTREAM_VERSION, "no VERSION file: the package's __version__"
     assert tree.package == "bitsandbytes" and tree.uses_openmp
     assert tree.cuda_components == ("cublas", "cublasLt")
     assert tree.config.symbol_parity is False and tree.config.sources.named() == []
@@ -103,7 +104,20 @@ def test_a_pattern_that_selects_nothing_is_refused(tmp_path: Path, capsys: pytes
     with pytest.raises(TreeError, match=r"sources: 'csrc/gpu/\*\*' select\(s\) no file in .*tree; fix the pattern"):
         read_tree(tree)
     assert cli.main(["plan", "--source", str(tree)]) == 2
-    assert "select(s) no file" in capsys.readouterr().err and "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "select(s) no file" in err and "Traceback" not in err
+
+
+def test_a_wheel_pattern_may_name_the_package_folder(tmp_path: Path) -> None:
+    """`{package}` in the tree's own wheel sources stands for its package folder, as in the matrix."""
+    tree = tmp_path / "tree"
+    shutil.copytree(UPSTREAM, tree)
+    text = (tree / "pyproject.toml").read_text()
+    (tree / "pyproject.toml").write_text(text + '\n[tool.bitsandbytes-ci.sources]\nwheel = ["pyproject.toml", "setup.py", "{package}/**"]\n')
+    facts = read_tree(tree)
+    assert facts.named_sources() == ["pyproject.toml", "setup.py", f"{facts.package}/**"]
+    [wheel] = plan_wheels(load_matrix(), plan_jobs(load_matrix(), Selection(platforms=("linux-x86_64",), backends=("cpu",)), facts), facts)
+    assert f"{facts.package}/**" in wheel.sources
 
 
 # ---- the plan follows the tree -----------------------------------------------------------------------
@@ -169,6 +183,14 @@ def test_a_cuda_toolkit_without_cublas_cannot_build_a_tree_that_links_it(tmp_pat
     without, with_cublas = toolkit(tmp_path / "cuda", with_cublas=False), toolkit(tmp_path / "cuda-cublas", with_cublas=True)
     assert missing_cuda_components(without, ["cublas", "cublasLt"]) == ["cublas", "cublasLt"]
     assert missing_cuda_components(with_cublas, ["cublas", "cublasLt"]) == []
+    windows = tmp_path / "cuda-windows"  # the layout of NVIDIA's Windows installer
+    for folder in ("include", "lib/x64", "bin"):
+        (windows / folder).mkdir(parents=True)
+    (windows / "include" / "cublas_v2.h").write_text("")
+    (windows / "lib" / "x64" / "cublas.lib").write_text("")
+    assert missing_cuda_components(windows, ["cublas"]) == ["cublas"], "an import library without its DLL cannot run"
+    (windows / "bin" / "cublas64_13.dll").write_text("")
+    assert missing_cuda_components(windows, ["cublas"]) == []
     matrix = load_matrix()
     [job] = plan_jobs(matrix, Selection(backends=("cuda",), versions=("13.0",), platforms=("linux-x86_64",)), read_tree(UPSTREAM))
     [ours] = plan_jobs(matrix, Selection(backends=("cuda",), versions=("13.0",), platforms=("linux-x86_64",)), read_tree(REPO))

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from bnb_build_helpers import UPSTREAM_VERSION
 from host_helpers import BNB_CI, host_env
 
 from bnb_build import elf
@@ -64,19 +65,19 @@ def sha256(path: Path) -> str:
 def test_the_tree_builds_into_an_audited_wheel(runs: tuple[Run, Run]) -> None:
     first = runs[0]
     jobs = {j["id"]: j for j in first.manifest["jobs"]}
-    assert first.manifest["version"] == "0.50.2.dev0", "no VERSION file: the package's __version__"
+    assert first.manifest["version"] == UPSTREAM_VERSION, "no VERSION file: the package's __version__"
     for job_id in ("cpu-linux-x86_64", "cuda130-linux-x86_64", "wheel-linux-x86_64", "try", "audit"):
         assert jobs[job_id]["status"] == "built", jobs[job_id]
-    assert first.wheel.name.startswith("bitsandbytes-0.50.2.dev0-py3-none-manylinux_") and first.wheel.name.endswith("_x86_64.whl")
+    assert first.wheel.name.startswith(f"bitsandbytes-{UPSTREAM_VERSION}-py3-none-manylinux_") and first.wheel.name.endswith("_x86_64.whl")
     with zipfile.ZipFile(first.wheel) as z:
         names = z.namelist()
-        wheel_meta = z.read("bitsandbytes-0.50.2.dev0.dist-info/WHEEL").decode()
+        wheel_meta = z.read(f"bitsandbytes-{UPSTREAM_VERSION}.dist-info/WHEEL").decode()
     libraries = sorted(Path(n).name for n in names if Path(n).name.startswith("libbitsandbytes_"))
     assert libraries == ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so"]
     assert any(n.startswith("bitsandbytes.libs/libgomp") for n in names), "libgomp vendored by auditwheel repair"
     assert "Tag: py3-none-manylinux_" in wheel_meta and "cp3" not in wheel_meta, "retagged from the backend's cp3XX tag"
     assert "Result: **PASS**" in (first.out / "audit.md").read_text()
-    assert "| venv | passed | imported bitsandbytes 0.50.2.dev0 from the installed wheel |" in (first.out / "tries.md").read_text()
+    assert f"| venv | passed | imported bitsandbytes {UPSTREAM_VERSION} from the installed wheel |" in (first.out / "tries.md").read_text()
 
 
 def test_the_libraries_keep_what_the_tree_asked_for(runs: tuple[Run, Run]) -> None:
@@ -102,7 +103,7 @@ def test_the_wheel_installs_and_runs(runs: tuple[Run, Run], tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LD_"))}
     done = subprocess.run([str(python), "-c", "import bitsandbytes; bitsandbytes.selftest(); print('ok', bitsandbytes.__version__)"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, check=False)  # fmt: skip
-    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "ok 0.50.2.dev0", done.stdout + done.stderr
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == f"ok {UPSTREAM_VERSION}", done.stdout + done.stderr
 
 
 def test_two_builds_in_two_folders_are_bit_identical(runs: tuple[Run, Run]) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
@@ -260,6 +261,25 @@ class CiSettings(_Strict):
     large_image_gb: float
 
 
+
+class _PlatformRule(Protocol):
+    @property
+    def platforms(self) -> tuple[str, ...]: ...
+
+    @property
+    def since(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=_PlatformRule)
+
+
+def latest_rule(rules: Sequence[R], platform: str, version: str | None) -> R | None:
+    """Of the `rules` for `platform` that apply to `version` (no `since`, or `since` <= version), the
+    one with the highest `since`; None when none applies."""
+    applying = [r for r in rules if platform in r.platforms and (r.since is None or (version is not None and at_least(version, r.since)))]
+    return max(applying, key=lambda r: version_key(r.since) if r.since else ()) if applying else None
+
+
 class Family(_Strict):
     """One toolkit family (cpu, cuda, rocm, xpu): how its libraries are configured, built and named."""
 
@@ -381,18 +401,11 @@ class Family(_Strict):
         return None if rule is None else rule.size_gb
 
     def _image_rule(self, platform: str, version: str | None) -> ImageRule | None:
-        rules = [
-            r for r in self.images if platform in r.platforms and (r.since is None or (version is not None and at_least(version, r.since)))
-        ]
-        return max(rules, key=lambda r: version_key(r.since) if r.since else ()) if rules else None
+        return latest_rule(self.images, platform, version)
 
     def native_install_for(self, platform: str, version: str | None) -> NativeInstall | None:
         """How a native runner of `platform` installs this family's toolkit `version`, or None."""
-        rules = [
-            r for r in self.native_installs
-            if platform in r.platforms and (r.since is None or (version is not None and at_least(version, r.since)))
-        ]  # fmt: skip
-        return max(rules, key=lambda r: version_key(r.since) if r.since else ()) if rules else None
+        return latest_rule(self.native_installs, platform, version)
 
     def _rules_for(self, platform: str, version: str) -> list[ArchRule]:
         rules = sorted(

@@ -48,6 +48,8 @@ from .tree import DEFAULT_TREE, TreeFacts
 from .versions import matches, sort_versions
 
 STEP = ["python3", "-m", "bnb_build"]
+STEP_PROGRAMS = Path(bnb_inputs.__file__).resolve().parent
+"""The step programs installed with this package: part of every job's input digest."""
 """How every step program is started (docs/contracts.md)."""
 
 DEFAULT_TAG = "continuous-release_main"
@@ -153,9 +155,10 @@ class Job(BaseModel):
         }
 
     def input_digest(self, repo_root: Path | str, *, toolkit: str | None = None, steps_dir: Path | str | None = None) -> str:
-        """`bnb_build.inputs.job_digest` of the job's source subset, the step programs and `inputs()`.
+        """`bnb_build.inputs.job_digest` of the job's source subset, the step programs (`steps_dir`,
+        default: the ones installed with this package, whatever tree is built) and `inputs()`.
         Reads the files under `repo_root`; pure given their contents."""
-        return bnb_inputs.job_digest(repo_root, self.sources, self.inputs(toolkit=toolkit), steps_dir=steps_dir,
+        return bnb_inputs.job_digest(repo_root, self.sources, self.inputs(toolkit=toolkit), steps_dir=steps_dir or STEP_PROGRAMS,
                                      optional_patterns=self.optional_sources)  # fmt: skip
 
 
@@ -205,9 +208,11 @@ class WheelJob(BaseModel):
     def input_digest(self, repo_root: Path | str, *, libraries: Mapping[str, str], source_date_epoch: str,
                      toolkit: str | None = None, steps_dir: Path | str | None = None) -> str:  # fmt: skip
         """`bnb_build.inputs.job_digest` of the wheel's sources (optional ones where present), the step
-        programs and `inputs()`. Reads the files under `repo_root`; pure given their contents."""
+        programs (as `Job.input_digest`) and `inputs()`. Reads the files under `repo_root`; pure given
+        their contents."""
         extra = self.inputs(libraries=libraries, source_date_epoch=source_date_epoch, toolkit=toolkit)
-        return bnb_inputs.job_digest(repo_root, self.sources, extra, steps_dir=steps_dir, optional_patterns=self.optional_sources)
+        return bnb_inputs.job_digest(repo_root, self.sources, extra, steps_dir=steps_dir or STEP_PROGRAMS,
+                                     optional_patterns=self.optional_sources)  # fmt: skip
 
 
 def present_patterns(root: Path | str, required: Sequence[str], optional: Sequence[str]) -> list[str]:

@@ -144,6 +144,10 @@ class TreeFacts:
     uses_openmp: bool
     cuda_components: tuple[str, ...]  # CUDA:: targets its CMake links beyond the runtime, e.g. ("cublas", "cublasLt")
 
+    def named_sources(self) -> list[str]:
+        """Every source pattern the tree names, `{package}` replaced by its package folder (as the plan does)."""
+        return [p.replace("{package}", self.package) for p in self.config.sources.named()]
+
 
 DEFAULT_TREE = TreeFacts(TreeConfig(), None, DEFAULT_PACKAGE, False, ())
 """A tree nothing is known about (the plan's defaults)."""
@@ -206,7 +210,7 @@ def read_tree(source: Path) -> TreeFacts:
             texts[rel] = _read(root / rel) or ""
     facts = tree_from_texts(texts, origin=str(root))
     check_package(root, facts.package)
-    missing = missing_patterns(root, facts.config.sources.named())
+    missing = missing_patterns(root, facts.named_sources())
     if missing:
         raise TreeError(patterns_error(missing, root))
     return facts

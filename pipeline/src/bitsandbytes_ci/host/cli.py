@@ -20,10 +20,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from ..core.errors import MatrixError, PipelineError
+from ..core.errors import MatrixError, PipelineError, SelectionError
 from ..core.listing import PLAN_FORMATS, jobs_json, render_plan
 from ..core.matrix import Matrix, load_matrix
 from ..core.plan import Job, Selection, WheelJob, plan_jobs, plan_wheels
+from ..core.shards import VERSION_OPTIONS
 from ..core.tree import DEFAULT_TREE, TreeFacts, read_tree
 from .doctor import detect, run_doctor, verdicts
 from .install_toolkit import run_install_toolkit
@@ -55,9 +56,9 @@ class Verb:
 VERBS: dict[str, Verb] = {
     "plan": Verb("list the jobs the matrix yields for a selection", options=("select", "format", "digest")),
     "build-cpu": Verb("build the CPU library per platform", family="cpu", options=("out", "host")),
-    "build-cuda": Verb("build the CUDA libraries", family="cuda", version_option="--cuda-version", options=("out", "host")),
-    "build-rocm": Verb("build the ROCm libraries", family="rocm", version_option="--rocm-version", options=("out", "host")),
-    "build-xpu": Verb("build the Intel XPU (SYCL) libraries", family="xpu", version_option="--oneapi-version", options=("out", "host")),
+    "build-cuda": Verb("build the CUDA libraries", family="cuda", version_option=f"--{VERSION_OPTIONS['cuda']}", options=("out", "host")),
+    "build-rocm": Verb("build the ROCm libraries", family="rocm", version_option=f"--{VERSION_OPTIONS['rocm']}", options=("out", "host")),
+    "build-xpu": Verb("build the Intel XPU (SYCL) libraries", family="xpu", version_option=f"--{VERSION_OPTIONS['xpu']}", options=("out", "host")),
     "build-wheels": Verb("pack one wheel per platform from built libraries", options=("select", "out", "libs", "host", "keep-going")),
     "audit-wheels": Verb("check wheels against the plan (platform tag, libraries, arch lists)", options=("select", "wheels", "out", "host")),
     "test-wheels": Verb("install each wheel into a clean environment and run the tree's try-script", options=("wheels", "out", "host")),
@@ -69,9 +70,16 @@ VERBS: dict[str, Verb] = {
 }
 
 
+HERE_FORMATS = ("table", "markdown")
+"""The plan formats `--here` may follow: text for a reader, not data for a program."""
+
+
 def run_plan(invocation: Invocation) -> int:
     fmt = invocation.options.get("format") or "table"
     source = invocation.options.get("source")
+    if invocation.options.get("here") and fmt not in HERE_FORMATS:
+        msg = f"--here adds a text table after the plan, which --format {fmt} would not parse; use it with --format {' or '.join(HERE_FORMATS)}"
+        raise SelectionError(msg)
     if fmt == "json" and source is not None:
         invocation.stdout.write(json.dumps(jobs_with_digests(invocation, Path(source)), indent=2) + "\n")
     else:

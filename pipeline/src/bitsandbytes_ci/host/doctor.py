@@ -106,6 +106,24 @@ def _first_line(text: str | None) -> str | None:
     return text.splitlines()[0].strip() if text else None
 
 
+def dagger_engine(env: Mapping[str, str], *, cli: str | None) -> Tool:
+    """Whether the Dagger engine answers the Dagger CLI `cli` (`dagger core version`); `detail` says why
+    not. `./bnb build` asks the same to choose between Dagger and the host executor."""
+    if cli is None:
+        return Tool("dagger engine", None, detail="no Dagger CLI on PATH")
+    try:
+        done = subprocess.run([cli, "--silent", "core", "version"], env=dict(env), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=ENGINE_TIMEOUT_S, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return Tool("dagger engine", None, detail=f"the Dagger engine did not answer `{cli} core version` within {ENGINE_TIMEOUT_S} s")
+    except OSError as e:
+        return Tool("dagger engine", None, detail=f"the Dagger CLI {cli} cannot run: {e}")
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return Tool("dagger engine", None, detail=f"the Dagger engine is not reachable (`{cli} core version`: {last[0]})")
+    return Tool("dagger engine", cli, _first_line(done.stdout) or "answers")
+
+
 def detect_extras(env: Mapping[str, str], *, path: str, python: str, probe: Probe = run_probe) -> Extras:
     """Look for the cross tools and Dagger on `path` (the engine is asked with a short timeout)."""
 
@@ -118,12 +136,7 @@ def detect_extras(env: Mapping[str, str], *, path: str, python: str, probe: Prob
     if zig.path and not zig.version:
         zig = Tool("zig", zig.path, _first_line(probe([zig.path, "version"], env, TOOL_TIMEOUT_S)))
     dagger = tool("dagger", ["version"])
-    if dagger.path:
-        engine_text = probe([dagger.path, "core", "version"], env, ENGINE_TIMEOUT_S)
-        engine = Tool("dagger engine", dagger.path if engine_text else None, _first_line(engine_text),
-                      "" if engine_text else f"`dagger core version` did not answer within {ENGINE_TIMEOUT_S} s")  # fmt: skip
-    else:
-        engine = Tool("dagger engine", None, detail="no dagger CLI to reach it with")
+    engine = dagger_engine(env, cli=dagger.path)
     return Extras(
         cross_gxx=tool("aarch64-linux-gnu-g++", ["--version"]),
         zig=zig,

@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..core.errors import PipelineError
 from ..core.matrix import Matrix, NativeInstall
@@ -135,20 +135,32 @@ def github_env_lines(env: Mapping[str, str]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-Runner = Callable[[Sequence[str]], str]
+class Runner(Protocol):
+    def __call__(self, argv: Sequence[str] | str, *, quiet: bool = False) -> str: ...
 
 
-def _run(argv: Sequence[str]) -> str:
-    print(f"+ {' '.join(argv)}", flush=True)
-    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
-    sys.stdout.write(proc.stdout[-4000:])
+def windows_command(command: str) -> str:
+    """A cmd.exe command line that runs `command` as written: /s keeps the quotes inside it (a list
+    argv would be quoted for the C runtime, whose \\" cmd.exe does not read). Pure."""
+    return f'cmd /d /s /c "{command}"'
+
+
+def _run(argv: Sequence[str] | str, *, quiet: bool = False) -> str:
+    """Run a command (a str: a Windows command line, passed as is); echo the command, and its output
+    unless `quiet` (an environment listing holds the runner's secrets)."""
+    shown = argv if isinstance(argv, str) else " ".join(argv)
+    print(f"+ {shown}", flush=True)
+    proc = subprocess.run(argv if isinstance(argv, str) else list(argv), capture_output=True, text=True, check=False)
+    if not quiet:
+        sys.stdout.write(proc.stdout[-4000:])
     if proc.returncode != 0:
-        msg = f"`{' '.join(argv)}` exited with {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-2000:]}"
+        detail = "" if quiet else f": {(proc.stderr or proc.stdout).strip()[-2000:]}"
+        msg = f"`{shown}` exited with {proc.returncode}{detail}"
         raise InstallError(msg)
     return proc.stdout
 
 
-def execute(plan: InstallPlan, env: Mapping[str, str], *, run: Runner = _run, download: Callable[[str, Path], None] | None = None) -> tuple[dict[str, str], list[str]]:
+def execute(plan: InstallPlan, *, run: Runner = _run, download: Callable[[str, Path], None] | None = None) -> tuple[dict[str, str], list[str]]:
     """Download, install, and return (variables, PATH entries) to export."""
     fetch = download or (lambda url, dest: urllib.request.urlretrieve(url, dest))  # noqa: S310 (the URLs come from matrix.toml)
     with tempfile.TemporaryDirectory(prefix="bnb-toolkit-") as tmp:
@@ -169,8 +181,8 @@ def execute(plan: InstallPlan, env: Mapping[str, str], *, run: Runner = _run, do
         prefix = run(plan.prefix_command).strip().splitlines()[-1].strip()
     variables, path = resolved(plan, prefix)
     if plan.setvars:
-        before = parse_set_output(run(["cmd", "/d", "/c", "set"]))
-        after = parse_set_output(run(["cmd", "/d", "/c", f'call "{plan.setvars}" >nul && set']))
+        before = parse_set_output(run(windows_command("set"), quiet=True))
+        after = parse_set_output(run(windows_command(f'call "{plan.setvars}" >nul && set'), quiet=True))
         changed = setvars_changes(before, after)
         path += path_additions(_get(before, "PATH"), _get(changed, "PATH"))
         variables.update({k: v for k, v in changed.items() if k.upper() != "PATH"})
@@ -196,7 +208,7 @@ def run_install_toolkit(invocation: Invocation) -> int:
     for job in jobs:
         plan = plan_install(invocation.matrix, job)
         print(f"{job.id}: installing with {plan.method}", flush=True)
-        variables, path = execute(plan, invocation.env)
+        variables, path = execute(plan)
         export(variables, path, invocation.env, out=lambda line: print(line, file=invocation.stdout))
     return 0
 

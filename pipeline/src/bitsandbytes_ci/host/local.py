@@ -43,7 +43,7 @@ from bnb_build import inputs, zig_runtime
 
 from ..core.errors import PipelineError
 from ..core.matrix import Matrix
-from ..core.plan import TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, present_patterns, try_argv
+from ..core.plan import STEP_PROGRAMS, TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, present_patterns, try_argv
 from ..core.results import LOG_TAIL_LINES, JobResult, Kind
 from ..core.tree import DEFAULT_TREE, TreeFacts
 from . import artifact_cache
@@ -89,7 +89,7 @@ class HostSettings:
 
 def step_pythonpath() -> Path:
     """The folder holding the `bnb_build` package that belongs to this bnb-ci."""
-    return Path(inputs.__file__).resolve().parent.parent
+    return STEP_PROGRAMS.parent
 
 
 def source_date_epoch(value: str | None = None) -> str:
@@ -204,7 +204,7 @@ async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, co
     """The job's library from the artifact cache when its input digest has an entry; else the step
     runs and its output is stored under that digest (artifact_cache.py)."""
     toolkit = artifact_cache.host_toolkit(decision.toolchain, decision.changes, cxx=settings.host.cxx, cmake=settings.host.cmake)
-    key = await anyio.to_thread.run_sync(lambda: job.input_digest(settings.repo, toolkit=toolkit, steps_dir=steps_dir()))
+    key = await anyio.to_thread.run_sync(lambda: job.input_digest(settings.repo, toolkit=toolkit))
     rel = f"{job.output_subdir}/{job.library}"
     entry = await _cache_lookup(settings, key, job.id, console)
     if entry is not None:
@@ -229,11 +229,6 @@ async def _cache_lookup(settings: HostSettings, key: str, job_id: str, console: 
         console.finished(job_id, "built")
         console.line(f"[{job_id}] cached ({key[:19]}...)")
     return entry
-
-
-def steps_dir() -> Path:
-    """The step programs this executor runs (their files are part of every job's input digest)."""
-    return step_pythonpath() / "bnb_build"
 
 
 # ---- build folders kept between runs ------------------------------------------------------------
@@ -419,7 +414,7 @@ async def run_wheel_job(wheel: WheelJob, libraries: Sequence[JobResult], notes: 
     packed = {r.job_id: f"sha256:{r.sha256}" for r in libraries}
     toolkit = artifact_cache.python_toolkit(*WHEEL_TOOLS)
     key = await anyio.to_thread.run_sync(lambda: wheel.input_digest(settings.repo, libraries=packed, source_date_epoch=settings.source_date_epoch,
-                                                                     toolkit=toolkit, steps_dir=steps_dir()))  # fmt: skip
+                                                                     toolkit=toolkit))  # fmt: skip
     entry = await _cache_lookup(settings, key, wheel.id, console)
     if entry is not None:
         [produced] = [entry / rel for rel in artifact_cache.tree_files(entry) if rel.endswith(".whl")]
@@ -505,7 +500,7 @@ async def run_audit(matrix: Matrix, built_jobs: Sequence[Job], wheels: Mapping[s
         return JobResult(AUDIT_JOB_ID, "audit", "skipped", reason="no wheel was packed")
     expect, notes = audit_expectations(matrix, built_jobs, wheels, settings.tree)
     held = [(w.name, artifact_cache.file_sha256(w)) for w in wheels.values()]
-    key = await anyio.to_thread.run_sync(lambda: artifact_cache.audit_digest(expect, held, steps_dir=steps_dir()))
+    key = await anyio.to_thread.run_sync(lambda: artifact_cache.audit_digest(expect, held, steps_dir=STEP_PROGRAMS))
     console.planned(1)
     entry = await _cache_lookup(settings, key, AUDIT_JOB_ID, console)
     if entry is not None:
@@ -568,7 +563,7 @@ async def run_tries(wheels: Mapping[str, Path], script: str | None, settings: Ho
         return JobResult(TRY_JOB_ID, "try", "failed", reason=f"try-script {script} (pyproject.toml [tool.bitsandbytes-ci]) does not exist in {settings.repo}")
     held = [(w.name, artifact_cache.file_sha256(w)) for w in wheels.values()]
     script_key = (script, artifact_cache.file_sha256(script_path)) if script and script_path else None
-    key = await anyio.to_thread.run_sync(lambda: artifact_cache.try_digest(held, script_key, wine_python=wine_python, steps_dir=steps_dir()))
+    key = await anyio.to_thread.run_sync(lambda: artifact_cache.try_digest(held, script_key, wine_python=wine_python, steps_dir=STEP_PROGRAMS))
     console.planned(1)
     entry = await _cache_lookup(settings, key, TRY_JOB_ID, console)
     if entry is not None:
@@ -602,7 +597,7 @@ def input_digests(jobs: Sequence[Job], repo: Path) -> dict[str, str]:
     digests = {}
     for job in jobs:
         try:
-            digests[job.id] = job.input_digest(repo, steps_dir=steps_dir())
+            digests[job.id] = job.input_digest(repo)
         except (inputs.InputError, inputs.UsageError, OSError):  # a missing source file: the job failed or was skipped already
             continue
     return digests

@@ -54,15 +54,16 @@ DEBIAN_ROCM_TOOLCHAIN = str(PIPELINE_CMAKE_DIR / "debian-rocm.cmake")
 """The pipeline's CMake toolchain file for Debian's ROCm packages (it ships with the step programs)."""
 
 CUDA_COMPONENT_FILES = {
-    "cublas": ("cublas_v2.h", "libcublas"),
-    "cublasLt": ("cublasLt.h", "libcublasLt"),
-    "cusparse": ("cusparse.h", "libcusparse"),
-    "curand": ("curand.h", "libcurand"),
-    "cufft": ("cufft.h", "libcufft"),
-    "cusolver": ("cusolverDn.h", "libcusolver"),
-    "nvrtc": ("nvrtc.h", "libnvrtc"),
+    "cublas": ("cublas_v2.h", "cublas"),
+    "cublasLt": ("cublasLt.h", "cublasLt"),
+    "cusparse": ("cusparse.h", "cusparse"),
+    "curand": ("curand.h", "curand"),
+    "cufft": ("cufft.h", "cufft"),
+    "cusolver": ("cusolverDn.h", "cusolver"),
+    "nvrtc": ("nvrtc.h", "nvrtc"),
 }
-"""A CUDA:: target -> (its header, its library's file name stem): what a toolkit must hold to link it."""
+"""A CUDA:: target -> (its header, its library's name): what a toolkit must hold to link it. The
+files: lib<name>.so* on Linux (lib/, lib64/); <name>.lib (lib/x64/) and <name>64_*.dll (bin/) on Windows."""
 CUBLAS_WHEELS_HINT = "tools/install-cuda-wheels.sh --with-cublas PREFIX (NVIDIA's nvidia-cublas wheel from PyPI), then BNB_CUDA_ROOTS=PREFIX/nvidia/cu13"
 
 OWNED_VARIABLES = (
@@ -457,10 +458,11 @@ def missing_cuda_components(root: Path, components: Sequence[str]) -> list[str]:
     """The CUDA:: targets of `components` whose header or library the toolkit at `root` lacks."""
     missing = []
     for component in components:
-        header, stem = CUDA_COMPONENT_FILES.get(component, (None, f"lib{component}"))
+        header, name = CUDA_COMPONENT_FILES.get(component, (None, component))
         has_header = header is None or (root / "include" / header).is_file()
-        has_library = any(any(folder.glob(f"{stem}.so*")) or any(folder.glob(f"{stem}*.dll")) or any(folder.glob(f"{stem}*.lib"))
-                          for folder in (root / "lib", root / "lib64", root / "lib" / "x64", root / "bin") if folder.is_dir())  # fmt: skip
+        linux = any(any(folder.glob(f"lib{name}.so*")) for folder in (root / "lib", root / "lib64") if folder.is_dir())
+        windows = (root / "lib" / "x64" / f"{name}.lib").is_file() and any((root / "bin").glob(f"{name}64_*.dll"))
+        has_library = linux or windows
         if not (has_header and has_library):
             missing.append(component)
     return missing
