@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from bnb_build import cpu_levels
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from . import archs as arch_lists
@@ -87,9 +88,11 @@ class Platform(_Strict):
     runner: Runner
     dagger_platform: Literal["linux/amd64", "linux/arm64"] | None = None
     deployment_target: str | None = None
+    cpu_floor: str  # the oldest CPU its wheels run on: a level of bnb_build.cpu_levels (x86-64-v2, armv8-a, ...)
 
     @model_validator(mode="after")
     def _consistent(self) -> Platform:
+        cpu_levels.check_level(self.arch, self.cpu_floor)
         if self.runner == "container" and self.dagger_platform is None:
             msg = "a container platform needs dagger_platform (linux/amd64 or linux/arm64)"
             raise ValueError(msg)

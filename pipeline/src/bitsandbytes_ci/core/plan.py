@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from bnb_build import cpu_levels
 from bnb_build import inputs as bnb_inputs
 
 from pydantic import BaseModel, ConfigDict
@@ -48,9 +49,9 @@ from .tree import DEFAULT_TREE, TreeFacts
 from .versions import matches, sort_versions
 
 STEP = ["python3", "-m", "bnb_build"]
+"""How every step program is started (docs/contracts.md)."""
 STEP_PROGRAMS = Path(bnb_inputs.__file__).resolve().parent
 """The step programs installed with this package: part of every job's input digest."""
-"""How every step program is started (docs/contracts.md)."""
 
 DEFAULT_TAG = "continuous-release_main"
 """The rolling GitHub pre-release's tag."""
@@ -182,6 +183,7 @@ class WheelJob(BaseModel):
     optional_sources: list[str]
     package: str = "bitsandbytes"
     vendor: list[str] = []
+    cpu_floor: str = ""  # the oldest CPU the wheel runs on (`cpu_floor`)
 
     def wheel_argv(self, *, libs: str = "libs", source: str = "src", out: str = "out") -> list[str]:
         argv = [*STEP, "wheel", "--platform", self.platform, "--plat-tag", self.plat_tag,
@@ -290,6 +292,22 @@ def wheel_id(platform: str) -> str:
     return f"wheel-{platform}"
 
 
+def cpu_floor(matrix: Matrix, platform: str, tree: TreeFacts = DEFAULT_TREE) -> str:
+    """The oldest CPU `platform`'s wheels claim to run on: the tree's `cpu-floor` for it, else the
+    matrix's. A level of bnb_build.cpu_levels; a tree naming an unknown platform or a level that is
+    not one of the platform's arch is refused (SelectionError, naming what is allowed)."""
+    for named, level in tree.config.cpu_floor.items():
+        if named not in matrix.platforms:
+            msg = f"cpu-floor names platform {named!r}{did_you_mean(named, list(matrix.platforms))}; allowed: {allowed_list(matrix.platforms)}"
+            raise SelectionError(msg)
+        try:
+            cpu_levels.check_level(matrix.platforms[named].arch, level)
+        except ValueError as e:
+            msg = f"cpu-floor of {named}: {e}"
+            raise SelectionError(msg) from None
+    return tree.config.cpu_floor.get(platform, matrix.platforms[platform].cpu_floor)
+
+
 # ---- planning ------------------------------------------------------------------------------------
 
 
@@ -345,6 +363,7 @@ def plan_wheels(matrix: Matrix, jobs: Sequence[Job], tree: TreeFacts = DEFAULT_T
                 optional_sources=[p.replace("{package}", tree.package) for p in optional],
                 package=tree.package,
                 vendor=sorted({lib for job in built for lib in job.vendor}),
+                cpu_floor=cpu_floor(matrix, platform_id, tree),
             )
         )
     return wheels

@@ -116,6 +116,15 @@ class TreeConfig(_Strict):
     symbol_parity: bool = False
     cpu_toolchain: Literal["auto", "zig", "gcc"] = "auto"
     sources: TreeSources = TreeSources()
+    # The oldest CPU per platform id, where it differs from the matrix's `cpu_floor` (a level of
+    # bnb_build.cpu_levels, checked against the platform's arch by `cpu_floor`).
+    cpu_floor: dict[str, str] = {}
+    # The native library checks the CPU at run time before it runs code above the floor (ours does):
+    # such code outside load-time code is then listed by the audit, not refused.
+    runtime_dispatch: bool = False
+    # Shared libraries that the wheel's run-time dependencies provide (upstream's: libgomp.so.1 from
+    # torch): not vendored into the wheel, and loaded once in a try.
+    runtime_libraries: tuple[str, ...] = ()
 
     @field_validator("try_script")
     @classmethod
