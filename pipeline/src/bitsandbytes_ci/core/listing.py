@@ -85,9 +85,10 @@ def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
 
 def support_table(jobs: Sequence[Job], wheels: Sequence[WheelJob]) -> str:
     """The support matrix as Markdown (README.md embeds it; a test keeps the two equal)."""
-    lines = ["| platform | wheel tag | built by |", "|---|---|---|"]
+    lines = ["| platform | wheel tag | CPU floor | built by |", "|---|---|---|---|"]
     # "built by": the runners of the platform's jobs (e.g. Windows: CPU cross-built, GPU on native runners)
-    lines += [f"| {w.platform} | `{w.plat_tag}` | {', '.join(sorted({j.runner for j in jobs if j.platform == w.platform}))} |" for w in wheels]
+    lines += [f"| {w.platform} | `{w.plat_tag}` | {w.cpu_floor} | {', '.join(sorted({j.runner for j in jobs if j.platform == w.platform}))} |"
+              for w in wheels]  # fmt: skip
     lines += ["", "| backend | toolkit | library | platforms: GPU targets |", "|---|---|---|---|"]
     groups: dict[tuple[str, str], list[Job]] = {}
     for job in jobs:
