@@ -12,6 +12,10 @@ CUDA 13.0 libraries of linux-x86_64 with the matrix's archs, their wheel and the
 3. no-op: the same command again, nothing touched;
 4. one file: after appending a comment to one csrc/cuda/*.cu file.
 
+Then the cost of trusting no kept build folder blindly: the time to hash every file of each build
+job's kept CMake folder (`local.build_folder_hashes`, what a run does before it builds on one),
+`verify_build_folders_s`, and its share of the one-file rebuild, `verify_over_one_file`.
+
 Prints a JSON line with the wall times and `noop_over_cold`, `one_file_over_cold`, then a summary.
 Targets: no-op <= 2% of cold, one-file change <= 30% of cold.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _common import BNB_CI, copy_checkout, emit, env_with, machine, timed
@@ -57,12 +62,21 @@ def main() -> int:
         one_log = (root / "one-file.log").read_text()
         rerun = [line.split("]")[0].lstrip("[") for line in one_log.splitlines() if line.startswith("[") and "] built " in line]
         jobs = [line.split("]")[0].lstrip("[") for line in (root / "cold.log").read_text().splitlines() if "] built " in line or "] passed " in line]
-    ratios = {"noop_over_cold": times["noop_s"] / times["cold_s"], "one_file_over_cold": times["one_file_s"] / times["cold_s"]}
+        from bitsandbytes_ci.host.local import BUILD_SUBDIR, build_folder_hashes
+
+        folders = sorted(p for p in (root / "cache" / "jobs").glob(f"*/{BUILD_SUBDIR}") if p.is_dir())
+        start = time.perf_counter()
+        hashed = sum(len(build_folder_hashes(p)) for p in folders)
+        times["verify_build_folders_s"] = time.perf_counter() - start
+        folder_bytes = sum(f.stat().st_size for p in folders for f in p.rglob("*") if f.is_file())
+    ratios = {"noop_over_cold": times["noop_s"] / times["cold_s"], "one_file_over_cold": times["one_file_s"] / times["cold_s"],
+              "verify_over_one_file": times["verify_build_folders_s"] / times["one_file_s"]}  # fmt: skip
     met = {k: ratios[k] <= TARGETS[k] for k in TARGETS}
+    verified = {"build_folders": len(folders), "files": hashed, "bytes": folder_bytes}
     result = {**{k: round(v, 2) for k, v in times.items()}, **{k: round(v, 4) for k, v in ratios.items()},
               "targets": TARGETS, "met": met, "selection": selection, "jobs_run_cold": jobs,
               "jobs_rerun_after_edit": rerun, "noop_all_cached": "cached" in noop_log and "] start" not in noop_log,
-              "edited": cu.relative_to(repo).as_posix(), "machine": machine()}  # fmt: skip
+              "edited": cu.relative_to(repo).as_posix(), "verified": verified, "machine": machine()}  # fmt: skip
     summary = "\n".join([
         f"build_cache ({' '.join(selection)}):",
         f"  first     {times['first_s']:8.1f} s   (every cache empty, the zig runtime of the CPU target included)",
@@ -70,6 +84,8 @@ def main() -> int:
         f"  no-op     {times['noop_s']:8.1f} s   = {ratios['noop_over_cold']:.2%} of cold (target <= 2%: {'met' if met['noop_over_cold'] else 'NOT met'})",
         f"  one file  {times['one_file_s']:8.1f} s   = {ratios['one_file_over_cold']:.2%} of cold (target <= 30%: "
         f"{'met' if met['one_file_over_cold'] else 'NOT met'}); rebuilt: {', '.join(rerun) or 'nothing'}",
+        f"  verify    {times['verify_build_folders_s']:8.2f} s   = {ratios['verify_over_one_file']:.2%} of the one-file rebuild "
+        f"(hashing {hashed} files, {folder_bytes / 2**20:.1f} MiB, in {len(folders)} kept build folder(s))",
     ])  # fmt: skip
     emit("build_cache", result, summary)
     return 0

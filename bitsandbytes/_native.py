@@ -106,7 +106,7 @@ class NativeLibrary:
         return self._cdll.bnb_cpu_threads()
 
     def set_cpu_threads(self, threads: int) -> None:
-        """At most `threads` threads per CPU call; 0: one per hardware thread (the default)."""
+        """At most `threads` threads per CPU call; 0: one per CPU the process may use (the default)."""
         self.call("bnb_cpu_set_threads", threads)
 
     def status(self, name: str, *args: object) -> int:

@@ -24,10 +24,16 @@ function(bnb_make_reproducible target)
   if(BNB_HAS_BUILD_ID_NONE)
     target_link_options(${target} PRIVATE "LINKER:--build-id=none")
   endif()
-  # nvcc names its temporary files after its process id (tmpxft_<pid>_...), and those names reach
-  # the static symbol table; release builds drop that table (the exported symbols stay).
-  check_linker_flag(CXX "LINKER:--strip-all" BNB_HAS_STRIP_ALL)
-  if(BNB_HAS_STRIP_ALL)
-    target_link_options(${target} PRIVATE "$<$<CONFIG:Release,MinSizeRel>:LINKER:--strip-all>")
+  # The CPU library keeps its static symbol table (release builds compile no debug information), so
+  # crash reports and the audit's ISA report name its functions. nvcc names its temporary files
+  # after its process id (tmpxft_<pid>_...), and those names reach the symbol table: release builds
+  # of the GPU libraries drop it (the exported symbols stay). A DLL has no static symbol table to
+  # keep, and zig's COFF linker derives its timestamp from the debug records of an unstripped link,
+  # which name the build folder: Windows libraries are always stripped whole.
+  if(NOT COMPUTE_BACKEND STREQUAL "cpu" OR WIN32)
+    check_linker_flag(CXX "LINKER:--strip-all" BNB_HAS_STRIP_ALL)
+    if(BNB_HAS_STRIP_ALL)
+      target_link_options(${target} PRIVATE "$<$<CONFIG:Release,MinSizeRel>:LINKER:--strip-all>")
+    endif()
   endif()
 endfunction()

@@ -31,7 +31,7 @@ extern "C" {
 #define BNB_ERROR_INVALID_ARGUMENT 3   /* NULL pointer, n < 0, code map not sorted, bad setting */
 #define BNB_ERROR_NONFINITE 4          /* input holds inf or NaN: outputs are unspecified */
 #define BNB_ERROR_NOT_AVAILABLE 5      /* the backend, library or CPU cannot do what is asked */
-#define BNB_ERROR_RUNTIME 6            /* GPU runtime failure (no device, launch error...) */
+#define BNB_ERROR_RUNTIME 6            /* GPU runtime failure (no device, launch error...), out of memory */
 
 /* Value returned by the information functions when they do not apply to a backend. */
 #define BNB_NOT_AVAILABLE (-1)
@@ -66,10 +66,12 @@ BNB_API const char *bnb_cpu_isa(void);
  * choice. BNB_ERROR_INVALID_ARGUMENT for an unknown name, BNB_ERROR_NOT_AVAILABLE when this CPU
  * or library cannot run it, or on a GPU backend. Every instruction set gives the same results. */
 BNB_API int bnb_cpu_set_isa(const char *isa);
-/* CPU backend: the most threads a call uses (the setting, else one per hardware thread).
- * BNB_NOT_AVAILABLE on GPU backends. */
+/* CPU backend: the most threads a call uses (the setting, else one per CPU the process may use:
+ * its affinity mask, bounded by a cgroup CPU quota). BNB_NOT_AVAILABLE on GPU backends.
+ * When the system refuses to start a thread (a container's pids limit, RLIMIT_NPROC), calls run
+ * on the threads there are, at worst the calling one alone, with the same results. */
 BNB_API int bnb_cpu_threads(void);
-/* 0 (the default): one per hardware thread; BNB_ERROR_INVALID_ARGUMENT when threads < 0,
+/* 0 (the default): one per CPU the process may use; BNB_ERROR_INVALID_ARGUMENT when threads < 0,
  * BNB_ERROR_NOT_AVAILABLE on a GPU backend. The results do not depend on it. */
 BNB_API int bnb_cpu_set_threads(int threads);
 

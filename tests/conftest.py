@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # takes minutes: every build of the session (bnb-ci runs in temporary folders too) shares one cache that
 # outlives the session (.ci/run keeps .bnb-cache).
 os.environ.setdefault("ZIG_GLOBAL_CACHE_DIR", str(REPO_ROOT / ".bnb-cache" / "zig"))
+
+# bnb-ci's cache defaults to the user's cache folder ($XDG_CACHE_HOME/bitsandbytes-ci): the tests never
+# write into the real one, and a run without --cache-dir gets a temporary folder of this test run instead.
+TEST_RUN_USER_CACHE = Path(tempfile.mkdtemp(prefix="bnb-tests-user-cache-"))
+os.environ["XDG_CACHE_HOME"] = str(TEST_RUN_USER_CACHE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEST_RUN_USER_CACHE, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

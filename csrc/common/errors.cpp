@@ -16,7 +16,11 @@ int fail(int status, const char *format, ...) {
   va_start(args, format);
   std::vsnprintf(buffer, sizeof buffer, format, args);
   va_end(args);
-  message = buffer;
+  try {
+    message = buffer;
+  } catch (...) {  // no memory for the text (the C ABI lets no exception out): the status still tells
+    message.clear();
+  }
   return status;
 }
 

@@ -22,7 +22,7 @@ constexpr long long kMinElementsPerThread = 1 << 16;
 // quantizer's false (inf or NaN in a block) becomes BNB_ERROR_NONFINITE.
 template <typename Kernel>
 int run_blocks(const Blocks &blocks, Kernel kernel) {
-  long long threads = cpu::thread_setting() > 0 ? cpu::thread_setting() : cpu::hardware_threads();
+  long long threads = backend::cpu_threads();
   long long min_blocks = kMinElementsPerThread / blocks.blocksize;
   std::atomic<bool> finite{true};
   cpu::parallel_for_blocks(blocks.count, threads, min_blocks, [&](long long first, long long end) {
@@ -70,7 +70,7 @@ int device_count() { return BNB_NOT_AVAILABLE; }
 
 const char *cpu_isa() { return cpu::active_isa(); }
 int set_cpu_isa(const char *isa) { return cpu::select_isa(isa); }
-int cpu_threads() { return cpu::thread_setting() > 0 ? cpu::thread_setting() : cpu::hardware_threads(); }
+int cpu_threads() { return cpu::thread_setting() > 0 ? cpu::thread_setting() : cpu::default_threads(); }
 int set_cpu_threads(int threads) { return cpu::set_thread_setting(threads); }
 
 template <typename T>

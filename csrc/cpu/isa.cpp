@@ -207,6 +207,4 @@ int set_thread_setting(int threads) {
   return BNB_OK;
 }
 
-int hardware_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
-
 }  // namespace bnb::cpu

@@ -19,11 +19,10 @@ const char *active_isa();
 // "auto" (also NULL or ""), or an instruction set name; BNB_OK, else a recorded failure.
 int select_isa(const char *name);
 
-// Threads a call may use: the setting of bnb_cpu_set_threads (validated there), 0 meaning one per
-// hardware thread.
+// Threads a call may use: the setting of bnb_cpu_set_threads (validated there), 0 meaning
+// default_threads() of parallel.h.
 int thread_setting();
 int set_thread_setting(int threads);
-int hardware_threads();
 
 }  // namespace bnb::cpu
 

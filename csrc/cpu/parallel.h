@@ -16,8 +16,15 @@ namespace bnb::cpu {
 
 // Runs work(context) on the calling thread and on up to `helpers` pool threads at once; returns
 // when every thread that started it has returned. work must be safe to run on several threads
-// (and to find nothing left to do). Concurrent calls from several threads are allowed.
-void run_on_pool(int helpers, void (*work)(void *), void *context);
+// (and to find nothing left to do). Concurrent calls from several threads are allowed. Never
+// throws: when the system refuses a new thread (a container's pids limit, RLIMIT_NPROC, no memory
+// for its stack) the work runs on the helpers that exist, at worst on the calling thread alone.
+void run_on_pool(int helpers, void (*work)(void *), void *context) noexcept;
+
+// The threads a call uses by default: the CPUs this process may run on (its affinity mask, e.g.
+// `taskset -c 0` gives 1), bounded by a cgroup CPU quota (cpu.max of cgroup v2, cpu.cfs_quota_us
+// of v1: 1.5 CPUs give 2). At least 1; read once per process.
+int default_threads() noexcept;
 
 // threads: the most threads to use (>= 1). A chunk holds at least min_blocks blocks, so small
 // calls stay on the calling thread.

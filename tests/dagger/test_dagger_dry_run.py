@@ -52,14 +52,29 @@ def source() -> dagger.Directory:
 TREE = read_tree(REPO)
 
 
-def container_jobs(selection: Selection | None = None) -> list[Job]:
-    """The jobs the module runs for our tree: Linux images ("container") and cross toolchains ("cross")."""
-    return [job for job in plan_jobs(load_matrix(), selection, TREE) if job.runner in ("container", "cross")]
+def container_jobs(selection: Selection | None = None, engine_platform: str = "linux/amd64") -> list[Job]:
+    """The jobs the module runs for our tree: Linux images ("container") and cross toolchains ("cross");
+    with no platform named, those that need no emulation on an engine of `engine_platform`."""
+    jobs = [job for job in plan_jobs(load_matrix(), selection, TREE) if job.runner in ("container", "cross")]
+    if selection is not None and selection.platforms:
+        return jobs
+    return [job for job in jobs if job.runner == "cross" or job.dagger_platform == engine_platform]
 
 
 MODULE_SOURCE = [Call("currentModule", {}), Call("source", {})]
 """The module's own source folder (pipeline/)."""
-MODULE_STEPS = [*MODULE_SOURCE, Call("directory", {"path": "src/bnb_build"})]
+
+
+def is_module_steps(steps: Any) -> bool:
+    """The step programs: every file of the module's src/bnb_build, each taken with `Directory.file`
+    (content-hashed), so nothing else of the module's folder reaches a step's key."""
+    calls = chain(steps)
+    if calls[0] != Call("directory", {}) or not calls[1:] or any(c.name != "withFile" for c in calls[1:]):
+        return False
+    names = [c.args["path"] for c in calls[1:]]
+    sources = [chain(c.args["source"]) for c in calls[1:]]
+    return "__main__.py" in names and "native.py" in names and all(
+        src == [*MODULE_SOURCE, Call("file", {"path": f"src/bnb_build/{name}"})] for name, src in zip(names, sources))
 
 
 def native_builds(engine: FakeEngine) -> dict[str, Recorded]:
@@ -83,7 +98,8 @@ def env(q: Recorded) -> dict[str, str]:
 
 
 def check_native_container(q: Recorded, job: Job) -> None:
-    assert q.calls[0] == Call("container", {"platform": job.dagger_platform})
+    # cross jobs run on the engine's own platform: zig's output does not depend on the host
+    assert q.calls[0] == (Call("container", {}) if job.runner == "cross" else Call("container", {"platform": job.dagger_platform}))
     assert q.calls[1] == Call("from", {"address": job.image})
     execs = q.execs()
     assert execs[-1] == job.native_argv(), "the step command must be the plan's, byte for byte"
@@ -100,7 +116,7 @@ def check_native_container(q: Recorded, job: Job) -> None:
     assert chain(src.args["source"])[-1] == Call("filter", {"include": job.sources})
     assert not any(p.startswith("pipeline") for p in job.sources)
     steps = [c for c in q.named("withDirectory") if c.args["path"] == "/opt/bnb/steps/bnb_build"]
-    assert chain(steps[0].args["source"]) == MODULE_STEPS, "the module's own step programs, never the built tree's"
+    assert is_module_steps(steps[0].args["source"]), "the module's own step programs, never the built tree's"
     assert env(q)["PYTHONPATH"] == "/opt/bnb/steps"
     assert [c.args["path"] for c in q.named("withWorkdir")][-1] == "/work"
 
@@ -129,8 +145,7 @@ async def test_tools_are_installed_from_the_one_pin_file(engine: FakeEngine) -> 
     assert ["/opt/bnb/bin/uv", "venv", "--python", "python3.11", "/opt/bnb/venv"] in q.execs()
     assert env(q)["UV_PYTHON_DOWNLOADS"] == "never" and "UV_PYTHON_INSTALL_DIR" not in env(q)
     pins = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/step-requirements.txt"]
-    assert chain(pins[0].args["source"]) == [*MODULE_SOURCE, Call("filter", {"include": ["step-requirements.txt"]}),
-                                             Call("file", {"path": "step-requirements.txt"})]  # fmt: skip
+    assert chain(pins[0].args["source"]) == [*MODULE_SOURCE, Call("file", {"path": "step-requirements.txt"})]
     assert not any("==" in arg for argv in q.execs() for arg in argv), "versions come from the pin file only"
     [uv] = [c for c in q.named("withFile") if c.args["path"] == "/opt/bnb/bin/uv"]
     uv_chain = chain(uv.args["source"])
@@ -154,7 +169,7 @@ async def test_cross_jobs_run_in_the_python_image_with_the_plans_argv(engine: Fa
     for job in jobs:
         q = builds[job.id]
         check_native_container(q, job)
-        assert q.calls[0] == Call("container", {"platform": "linux/amd64"}), "every target builds on amd64: no emulation"
+        assert q.calls[0] == Call("container", {}), "every target builds on the engine's own platform: no emulation"
         assert q.calls[1] == Call("from", {"address": matrix.pinned(zig.image)[0]})
         argv = q.execs()[-1]
         assert argv == job.native_argv() and argv[-1] == f"-DBNB_ZIG_TARGET={zig.targets[job.platform]}"
@@ -168,11 +183,12 @@ async def test_cross_jobs_run_in_the_python_image_with_the_plans_argv(engine: Fa
 
 @pytest.mark.asyncio
 async def test_build_all_builds_every_linux_job_of_the_plan(engine: FakeEngine) -> None:
-    jobs = container_jobs()
-    result = await BitsandbytesCi().build_all(source())
+    matrix = load_matrix()
+    every = sorted(matrix.platforms)
+    jobs = container_jobs(Selection(platforms=tuple(every)))
+    result = await BitsandbytesCi().build_all(source(), platform=every)
     builds = native_builds(engine)
     assert sorted(builds) == sorted(job.id for job in jobs)
-    matrix = load_matrix()
     expected = {("cpu", None, p) for p in matrix.cpu.platforms if matrix.platforms[p].runner == "container"} | {
         (name, toolkit.version, p)
         for name in ("cuda", "rocm", "xpu")
@@ -192,6 +208,25 @@ async def test_build_all_builds_every_linux_job_of_the_plan(engine: FakeEngine) 
     for path in ("manifest.json",):
         assert f'path: "{path}"' in text
     assert 'path: "failures.md"' not in text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("engine_platform", ["linux/amd64", "linux/arm64"])
+async def test_build_all_without_platform_builds_nothing_under_emulation(engine: FakeEngine, engine_platform: str) -> None:
+    """Locally (no --platform): the cross jobs and the container jobs of the engine's own platform;
+    the other architecture's GPU builds only when named (CI names them on its native runners)."""
+    engine.platform = engine_platform
+    await BitsandbytesCi().build_all(source())
+    builds = native_builds(engine)
+    planned = [job for job in plan_jobs(load_matrix(), None, TREE) if job.runner in ("container", "cross")]
+    assert sorted(builds) == sorted(job.id for job in planned if job.runner == "cross" or job.dagger_platform == engine_platform)
+    assert {q.calls[0].args.get("platform") for q in builds.values()} <= {None, engine_platform}
+    assert any(job.dagger_platform != engine_platform and job.runner == "container" for job in planned), "the other architecture is left out"
+    assert all("platform" not in builds[job.id].calls[0].args for job in planned if job.runner == "cross")
+    engine.queries.clear()
+    other = "linux-aarch64" if engine_platform == "linux/amd64" else "linux-x86_64"
+    await BitsandbytesCi().build_cuda(source(), platform=[other])
+    assert native_builds(engine) and all(q.calls[0].args["platform"] != engine_platform for q in native_builds(engine).values())
 
 
 @pytest.mark.asyncio
@@ -234,7 +269,7 @@ async def test_build_all_keeps_going_and_reports_failures(engine: FakeEngine) ->
     assert broken.id in files["wheels/INCOMPLETE.md"], "the release functions refuse a wheel set packed while jobs failed"
     # manifest.json is the manifest step's output (as on the host), from jobs.json that lists every outcome
     [manifest] = [c.args["source"] for c in chain(result) if c.name == "withFile" and c.args["path"] == "manifest.json"]
-    step = chain(manifest)
+    step = engine.made(manifest)
     assert [c.args["args"] for c in step if c.name == "withExec"][-1] == manifest_argv()
     [jobs_json] = [c.args["contents"] for c in step if c.name == "withNewFile" and c.args["path"] == "/work/jobs.json"]
     outcome = {j["id"]: j for j in json.loads(jobs_json)["jobs"]}
@@ -323,7 +358,7 @@ async def test_audit_wheels_fails_on_violations_unless_keep_going(engine: FakeEn
     with pytest.raises(BuildFailed):
         await BitsandbytesCi().audit_wheels(wheels, source())
     report = await BitsandbytesCi().audit_wheels(wheels, source(), keep_going=True)
-    assert chain(report)[-1] == Call("file", {"path": "/work/audit.md"})
+    assert str(chain(report)[0].args["id"]).endswith('.file(path: "/work/audit.md").sync()'), "the audit step's own report"
     [q] = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1] == audit_argv()][-1:]
     [expect] = [c for c in q.named("withNewFile") if c.args["path"] == "/work/expect.json"]
     assert '"libbitsandbytes_cuda128.so"' in expect.args["contents"] and '"libbitsandbytes_cpu.dll"' in expect.args["contents"]
@@ -509,8 +544,9 @@ async def test_jobs_bounds_the_builds_at_once_and_tells_each_its_share(engine: F
     assert sorted(builds) == sorted(job.id for job in jobs)
     for job in jobs:
         volatile = {c.args["name"]: c.args["value"] for c in builds[job.id].named("withVolatileVariable")}
-        assert volatile == {"BNB_CONCURRENT_JOBS": "2", "BNB_COMPILE_MEMORY_GB": "1"}, "volatile: the engine's cache key ignores them"
+        assert volatile == {"BNB_CONCURRENT_JOBS": "2"}, "volatile: the engine's cache key ignores it, and it is the same for every job"
         assert "BNB_CONCURRENT_JOBS" not in env(builds[job.id])
+        assert env(builds[job.id])["BNB_COMPILE_MEMORY_GB"] == f"{job.compile_memory_gb:g}", "differs between families: not volatile"
     engine.queries.clear()
     engine.most_in_flight.clear()
     await BitsandbytesCi().build_cpu(source(), jobs=1)
@@ -572,7 +608,11 @@ async def test_build_all_tries_each_wheel_in_a_container_of_its_platform(engine:
     [arm] = [c for c in by_platform["linux/arm64"].named("withDirectory") if c.args["path"] == "/work/wheels"]
     assert chain(arm.args["source"])[-1] == Call("filter", {"include": ["bitsandbytes-0.0.0-py3-none-manylinux_2_28_aarch64.whl"]})
     amd = by_platform["linux/amd64"]
-    assert amd.execs()[-1][-2:] == ["--wine-python", "wine-python"], "the win_amd64 wheel runs under Wine"
+    assert amd.execs()[-1][10:12] == ["--wine-python", "wine-python"], "the win_amd64 wheel runs under Wine"
+    assert amd.execs()[-1][12:16] == ["--floor", "linux-x86_64=x86-64-v2", "--expect-library", "linux-x86_64=libbitsandbytes_cpu.so"]
+    for q in tries:  # each Linux wheel is tried again at its CPU floor under user-mode QEMU
+        assert ["sh", "-c", "apt-get install -y --no-install-recommends qemu-user-static gdb"] in q.execs()
+    assert "linux-aarch64=armv8-a" in by_platform["linux/arm64"].execs()[-1]
     assert ["sh", "-c", "apt-get install -y --no-install-recommends wine64 unzip"] in amd.execs()
     assert any(matrix.wheel.wine_python in " ".join(argv) for argv in amd.execs())
     files = {c.args["path"] for c in chain(result) if c.name == "withNewFile"}
@@ -598,7 +638,9 @@ async def test_test_wheels_alone(engine: FakeEngine) -> None:
     assert chain(report)[-1] == Call("file", {"path": "tries.md"})
     [q] = [q for q in engine.leaves("sync") if q.execs() and q.execs()[-1][3] == "try-wheels"]
     assert q.execs()[-1] == ["python3", "-m", "bnb_build", "try-wheels", "--wheels", "wheels", "--report", "tries.md",
-                             "--script", "src/tests/wheel_smoke.py", "--wine-python", "wine-python"]  # fmt: skip
+                             "--script", "src/tests/wheel_smoke.py", "--wine-python", "wine-python",
+                             "--floor", "linux-x86_64=x86-64-v2", "--expect-library", "linux-x86_64=libbitsandbytes_cpu.so",
+                             "--floor", "windows-x64=x86-64-v2", "--expect-library", "windows-x64=libbitsandbytes_cpu.dll"]  # fmt: skip
     engine.exit_codes["exitCode"] = 8
     with pytest.raises(BuildFailed):
         await BitsandbytesCi().test_wheels(wheels, source())

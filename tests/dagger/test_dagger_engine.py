@@ -73,8 +73,8 @@ def test_build_all_cpu_wheels_tries_audit_manifest(dagger_cli: str, tmp_path: Pa
     assert tags == sorted(["manylinux_2_28_x86_64", "manylinux_2_28_aarch64", "win_amd64", "win_arm64", "macosx_14_0_arm64"])
     assert "Result: **PASS**" in (tmp_path / "audit.md").read_text()
     tries = (tmp_path / "tries.md").read_text()
-    assert "Result: **PASS**" in tries and "| linux-x86_64 | venv | passed |" in tries and "| linux-aarch64 | venv | passed |" in tries
-    assert "| windows-x64 | wine | passed |" in tries
+    assert "Result: **PASS**" in tries and "| linux-x86_64 | plain | venv | passed |" in tries and "| linux-aarch64 | plain | venv | passed |" in tries
+    assert "| windows-x64 | plain | wine | passed |" in tries
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["ok"] is True and {j["status"] for j in manifest["jobs"]} == {"built"}
     assert {j["kind"] for j in manifest["jobs"]} == {"library", "wheel", "try", "audit"}
@@ -96,7 +96,7 @@ def test_test_wheels_alone(dagger_cli: str, tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     call(dagger_cli, "build-all", "--backend=cpu", "--platform=linux-x86_64", "export", f"--path={dist}")
     call(dagger_cli, "test-wheels", f"--wheels={dist / 'wheels'}", "export", f"--path={tmp_path / 'tries.md'}")
-    assert "| linux-x86_64 | venv | passed |" in (tmp_path / "tries.md").read_text()
+    assert "| linux-x86_64 | plain | venv | passed |" in (tmp_path / "tries.md").read_text()
 
 
 def test_lock_images(dagger_cli: str, tmp_path: Path) -> None:

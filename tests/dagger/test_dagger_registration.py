@@ -166,7 +166,8 @@ def test_types_defaults_and_caching(module: dict[str, Any]) -> None:
     assert all_args["platform"]["type"] == "list[str] | None" and all_args["platform"]["default"] == "null"
     assert all_args["keep_going"]["default"] == "false" and all_args["archs"]["default"] == '""'
     assert all_args["ccache"]["type"] == "dagger.Directory | None"
-    assert fns["build_cuda"]["args"]["cuda_version"]["default"] == '""'
+    # unset (null) and empty differ: an empty version is refused, never read as every version
+    assert fns["build_cuda"]["args"]["cuda_version"]["default"] == "null" and fns["build_cuda"]["args"]["cuda_version"]["type"] == "str | None"
     assert fns["publish"]["args"]["token"]["type"] == "dagger.Secret | None"
     assert fns["publish"]["args"]["oidc_request_url"]["type"] == "dagger.Secret | None"
     assert fns["pre_release"]["args"]["token"] == {**fns["pre_release"]["args"]["token"], "type": "<class 'dagger.Secret'>", "optional": False}

@@ -155,8 +155,8 @@ def test_results_do_not_depend_on_the_thread_count(force, native: _native.Native
 
 def test_thread_setting(force, native: _native.NativeLibrary) -> None:
     native.set_cpu_threads(0)
-    assert native.cpu_threads() >= 1  # one per hardware thread
-    with pytest.raises(NativeValueError, match=r"invalid threads -2: must be >= 0 \(0: one per hardware thread\)"):
+    assert native.cpu_threads() >= 1  # one per CPU the process may use
+    with pytest.raises(NativeValueError, match=r"invalid threads -2: must be >= 0 \(0: one per CPU the process may use\)"):
         native.set_cpu_threads(-2)
 
 

@@ -51,4 +51,10 @@ def host_env() -> dict[str, str]:
 def run_bnb_ci(args: Sequence[str], *, cwd: Path, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
     """The installed `bnb-ci` console script, run in `cwd`."""
     assert BNB_CI.exists(), f"{BNB_CI} is missing: install the pipeline with `pip install -e pipeline`"
-    return subprocess.run([str(BNB_CI), *args], cwd=cwd, env=host_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run([str(BNB_CI), *args], cwd=cwd, env=copy_env(cwd), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def copy_env(cwd: Path) -> dict[str, str]:
+    """host_env() with a user cache folder of the copy at `cwd` (`<cwd>/.bnb-cache`): each copy starts
+    with an empty cache, like a user's first run, and the real user cache is never written."""
+    return {**host_env(), "XDG_CACHE_HOME": str(Path(cwd).absolute() / ".bnb-cache")}

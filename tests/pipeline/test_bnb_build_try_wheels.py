@@ -40,7 +40,8 @@ def test_the_real_wheel_passes_the_trees_smoke_script_in_a_fresh_venv(tmp_path: 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     report = (work / "tries.md").read_text()
     assert "Result: **PASS**: 1 tried (0 failed)" in report
-    assert f"| {cpu_wheel().name} | linux-x86_64 | venv | passed | bitsandbytes 0.1.0: round trips equal the reference" in report
+    assert f"| {cpu_wheel().name} | linux-x86_64 | plain | venv | passed |" in report
+    assert "| bitsandbytes 0.1.0: round trips equal the reference" in report
     rows = json.loads((work / "tries.json").read_text())["tries"]
     assert [(r["platform"], r["how"], r["status"]) for r in rows] == [("linux-x86_64", "venv", "passed")]
 
@@ -52,15 +53,19 @@ def test_a_failing_script_fails_the_step_and_the_report_shows_its_output(tmp_pat
     assert result.returncode == 8, result.stdout[-2000:]
     assert "failed their try" in result.stderr
     report = (work / "tries.md").read_text()
-    assert "Result: **FAIL**" in report and "| venv | failed | the script exited with 1 |" in report
+    assert "Result: **FAIL**" in report and "| plain | venv | failed |" in report
+    assert "| the script exited with 1: round trip differs: code 131 != 130 |" in report
     assert "round trip differs: code 131 != 130" in report
 
 
-def test_without_a_script_the_wheels_package_is_imported(tmp_path: Path) -> None:
+def test_without_a_script_the_package_is_imported_and_a_native_library_of_it_must_be_loaded(tmp_path: Path) -> None:
+    """Our package loads its library on first use: importing it alone maps none, so that try fails."""
     work = try_dir(tmp_path, cpu_wheel())
     result = run_step(["try-wheels", "--wheels", "wheels", "--report", "tries.md"], work)
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert "| venv | passed | imported bitsandbytes 0.1.0 from the installed wheel |" in (work / "tries.md").read_text()
+    assert result.returncode == 8, result.stdout[-2000:]
+    report = (work / "tries.md").read_text()
+    assert "| plain | venv | failed |" in report
+    assert "imported bitsandbytes 0.1.0, but no native library of it was loaded: expected libbitsandbytes_cpu.so" in report
 
 
 def test_wheels_this_machine_cannot_run_are_listed_as_not_tried(tmp_path: Path) -> None:
@@ -72,9 +77,9 @@ def test_wheels_this_machine_cannot_run_are_listed_as_not_tried(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "tries.md").read_text()
     assert "Result: **NOTHING TRIED**: 0 tried (0 failed), 3 not tried." in report
-    assert "| macos-arm64 | - | not tried | macOS: nothing runs Mach-O code on Linux" in report
-    assert "| windows-arm64 | - | not tried | windows-arm64: needs a Windows machine of that architecture" in report
-    assert "| linux-aarch64 | - | not tried | linux-aarch64 wheel on a linux-x86_64 machine" in report
+    assert "| macos-arm64 | plain | - | not tried | macOS: nothing runs Mach-O code on Linux" in report
+    assert "| windows-arm64 | plain | - | not tried | windows-arm64: needs a Windows machine of that architecture" in report
+    assert "| linux-aarch64 | plain | - | not tried | linux-aarch64 wheel on a linux-x86_64 machine" in report
 
 
 def test_how_each_platform_is_tried() -> None:

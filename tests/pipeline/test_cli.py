@@ -102,7 +102,7 @@ def test_build_all_takes_out_and_platforms() -> None:
 def test_bad_version_exits_2_naming_value_and_allowed(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["build-cuda", "--cuda-version", "12.9"]) == 2
     err = capsys.readouterr().err
-    assert "'12.9'" in err and "12.8.1" in err and "13.4.0" in err
+    assert "'12.9'" in err and "12.8.1" in err and "13.4.1" in err
 
 
 def test_bad_archs_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

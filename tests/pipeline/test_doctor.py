@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,8 @@ def test_this_host_reports_nvcc_13_0_and_the_jobs_it_enables() -> None:
     rows = rows_by_toolkit(result.stdout)
     toolkit, found, enables, hint = rows["nvcc 13.0"]
     assert found.startswith("13.0.") and "/usr/local/cuda" in found and "cuda130-linux-x86_64" in enables and hint == ""
-    assert "cpu-linux-x86_64" in rows["C++ compiler"][2]
+    # The jobs that compile with the host's C++ compiler: the CUDA one, not this tree's zig CPU jobs.
+    assert "cuda130-linux-x86_64" in rows["C++ compiler"][2] and "cpu-linux-x86_64" not in rows["C++ compiler"][2]
     # Missing toolkits: what they would enable, and how to install them.
     assert rows["nvcc 12.8"][1:] == ["not found", "(cuda128-linux-x86_64)", doctor.CUDA_HINT.format(v="12.8")]
     assert rows["icpx 2025"][1] == "not found" and "intel-oneapi-compiler-dpcpp-cpp-2025" in rows["icpx 2025"][3]
@@ -92,3 +95,88 @@ def test_plan_here_says_per_job_whether_this_host_builds_it() -> None:
 def test_plan_here_refuses_a_data_format() -> None:
     with pytest.raises(cli.SelectionError, match=r"--here adds a text table .* --format json .*; use it with --format table or markdown"):
         cli.main_inner(["plan", "--here", "--format", "json"], env=host_env(), stdout=io.StringIO())
+
+
+def cuda_root(root: Path, *, cublas: bool) -> Installation:
+    """A CUDA 13.0 root's file layout (headers and library names only: what the component check
+    reads; no compiler runs here), with or without cuBLAS."""
+    (root / "include").mkdir(parents=True)
+    (root / "lib").mkdir()
+    (root / "include" / "cuda_runtime.h").write_text("")
+    if cublas:
+        for header, library in (("cublas_v2.h", "libcublas.so.13"), ("cublasLt.h", "libcublasLt.so.13")):
+            (root / "include" / header).write_text("")
+            (root / "lib" / library).write_text("")
+    return Installation("cuda", "13.0.88", root, root / "bin" / "nvcc", "$BNB_CUDA_ROOTS" if cublas else "/usr/local/cuda*")
+
+
+def test_cublas_of_another_root_of_the_version_counts_as_found(tmp_path: Path) -> None:
+    """The system CUDA lacks cuBLAS, the one BNB_CUDA_ROOTS names has it: found, and the job enabled."""
+    from bitsandbytes_ci.core.tree import read_tree
+
+    jobs = plan_jobs(load_matrix(), tree=read_tree(Path(__file__).resolve().parents[1] / "fixtures" / "upstream_tree"))
+    bare, full = cuda_root(tmp_path / "system", cublas=False), cuda_root(tmp_path / "wheels", cublas=True)
+    host = HostToolchains(platform="linux-x86_64", python_dir=Path(sys.executable).parent, path="/usr/bin", cmake="/usr/bin/cmake", cxx="/usr/bin/c++",
+                          cuda=(bare, full))  # fmt: skip
+    missing = doctor.Tool("x", None)
+    extras = doctor.Extras(cross_gxx=missing, zig=missing, wine=missing, qemu=missing, dagger=missing, engine=missing)
+    rows = {r.toolkit: r for r in doctor.diagnose(jobs, host, {"PATH": "/usr/bin"}, extras)}
+    for component in ("cublas", "cublasLt"):
+        row = rows[f"{component} (CUDA 13.0)"]
+        assert row.found == f"in {full.root} (not in {bare.root})" and row.hint == ""
+        assert row.enables == ("cuda130-linux-x86_64",) and not row.would_enable
+    assert "cuda130-linux-x86_64" in rows["C++ compiler"].enables, "nvcc compiles the host code with it"
+    # Only the root lacking it: not found, with the command that adds it.
+    rows = {r.toolkit: r for r in doctor.diagnose(jobs, replace(host, cuda=(bare,)), {"PATH": "/usr/bin"}, extras)}
+    row = rows["cublas (CUDA 13.0, the tree links CUDA::cublas)"]
+    assert row.found == "" and row.would_enable and row.hint.startswith("bnb-ci install-cuda-wheels --with-cublas")
+
+
+def test_wine_is_for_trying_and_the_compiler_row_lists_no_zig_job() -> None:
+    jobs = plan_jobs(load_matrix())  # this tree: every CPU library through zig
+    missing = doctor.Tool("x", None)
+    extras = doctor.Extras(cross_gxx=missing, zig=doctor.Tool("zig", "/usr/bin/zig", "0.17.1"), wine=doctor.Tool("wine64", None), qemu=missing,
+                           dagger=missing, engine=missing)  # fmt: skip
+    host = replace(fake_host(), zig="0.17.1")
+    rows = {r.toolkit: r for r in doctor.diagnose(jobs, host, {"PATH": "/usr/bin"}, extras)}
+    compiler = rows["C++ compiler"].enables
+    assert compiler and not [j for j in compiler if j.startswith("cpu-")], compiler
+    [zig] = [r for k, r in rows.items() if k.startswith("zig (")]
+    assert "cpu-linux-x86_64" in zig.enables and "cpu-windows-x64" in zig.enables
+    [wine] = [r for k, r in rows.items() if k.startswith("wine64 (")]
+    assert wine.toolkit == "wine64 (tries windows-x64 wheels; no build needs it)"
+    assert wine.enables == ("the try of windows-x64 wheels (with BNB_WINE_PYTHON)",) and wine.would_enable
+
+
+@pytest.mark.parametrize("verb", ["build-cpu", "test-wheels", "doctor", "install-toolkit", "install-cuda-wheels"])
+def test_verbs_without_architectures_do_not_offer_archs(verb: str) -> None:
+    done = subprocess.run([str(BNB_CI), verb, "--archs", "75"], env=host_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "unrecognized arguments: --archs 75" in done.stderr
+
+
+def test_verbs_with_architectures_offer_archs() -> None:
+    for verb in ("plan", "build-cuda", "build-rocm", "build-all", "build-wheels", "audit-wheels", "pre-release", "publish"):
+        assert cli.build_parser().parse_args([verb, "--archs", "75"]).archs == "75"
+
+
+def test_a_gpu_build_asks_for_openmp_only_when_its_configure_did(tmp_path: Path) -> None:
+    """upstream's CMake calls find_package(OpenMP) in its CPU branch: its CUDA build did not ask."""
+    from bnb_build import native
+    from bnb_build.platforms import get_platform
+
+    source = Path(__file__).resolve().parents[1] / "fixtures" / "upstream_tree"
+    assert "find_package(OpenMP" in (source / "CMakeLists.txt").read_text()
+
+    def report(backend: str, configured: dict | None) -> dict:
+        build = tmp_path / f"{backend}-{len(list(tmp_path.iterdir()))}"
+        build.mkdir()
+        if configured is not None:
+            (build / native.CONFIGURE_REPORT).write_text(json.dumps({"openmp": configured}))
+        job = native.NativeJob(f"{backend}-linux-x86_64", backend, None, get_platform("linux-x86_64"), "libbitsandbytes_x.so", (), source,
+                               tmp_path / "out", build, ())  # fmt: skip
+        return native.openmp_report(job)
+
+    assert report("cuda", {"asked": False, "found": False}) == {"asked": False, "found": False}
+    assert report("cpu", {"asked": True, "found": True}) == {"asked": True, "found": True}
+    assert report("hip", None)["asked"] is False
+    assert report("cpu", None)["asked"] is True, "a CPU build whose configure said nothing: the tree's CMake files decide"

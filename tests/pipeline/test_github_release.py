@@ -252,7 +252,7 @@ def test_failure_to_move_the_tag_keeps_the_old_release(release_dir: Path, github
 def test_failure_to_publish_says_what_is_left_and_what_to_do(release_dir: Path, github: FakeGitHub) -> None:
     old = github.add_release(TAG, OLD_COMMIT)
     github.refs[TAG] = OLD_COMMIT
-    github.fail = (rf"PATCH /repos/{REPO}/releases/101", 500)
+    github.fail = (rf"PATCH /repos/{REPO}/releases/101", 422)  # a 5xx would be retried (test_network_timeouts)
     result = upload(release_dir, github)
     assert result.returncode == github_release.GitHubError.exit_code
     assert f"the old release {old} is deleted; the new release 101 is a complete draft with every asset" in result.stderr

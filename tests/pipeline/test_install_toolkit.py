@@ -39,7 +39,7 @@ def test_every_native_runner_job_has_an_install_plan() -> None:
     assert len(native) == 12
     for j in native:
         plan = plan_install(matrix, j)
-        assert plan.downloads or plan.commands, j.id
+        assert plan.downloads or plan.commands or plan.redist, j.id
 
 
 def test_cuda_13_on_windows_uses_nvidias_installer_with_the_split_packages() -> None:
@@ -52,8 +52,23 @@ def test_cuda_13_on_windows_uses_nvidias_installer_with_the_split_packages() -> 
     assert plan.prefix == "C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v13.0"
     older = plan_install(load_matrix(), job("cuda", "12.8"))
     assert "crt_12.8" not in older.commands[0] and "nvcc_12.8" in older.commands[0]
-    arm = plan_install(load_matrix(), job("cuda", "13.4", "windows-arm64"))
-    assert arm.downloads[0][0] == "https://packages.nvidia.com/prerelease/cuda/13.4.0/local_installers/cuda_13.4.0_windows_arm64.exe"
+
+
+
+def test_windows_arm64_cuda_is_a_ga_release_from_the_redistributable_archives() -> None:
+    """13.4.0 was a developer preview that NVIDIA's 13.4.1 GA supersedes: the arm64 job installs the GA
+    release's archives (its redistrib manifest), never a pre-release installer."""
+    arm_job = job("cuda", "13.4", "windows-arm64")
+    assert arm_job.version == "13.4.1" and arm_job.id == "cuda134-windows-arm64"
+    arm = plan_install(load_matrix(), arm_job)
+    assert arm.method == "nvidia-redist" and arm.downloads == [] and arm.commands == []
+    assert arm.redist is not None
+    assert arm.redist.manifest_url == "https://developer.download.nvidia.com/compute/cuda/redist/redistrib_13.4.1.json"
+    assert {"cuda_nvcc", "cuda_crt", "libnvvm", "cuda_cudart", "libcublas", "cuda_cccl"} <= set(arm.redist.components)
+    assert arm.prefix == "C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v13.4"
+    cuda = load_matrix().family("cuda")
+    assert not any("prerelease" in (rule.url or "") for rule in cuda.native_installs), "no developer preview installer"
+    assert "13.4.0" not in [t.version for t in cuda.toolkits], "no developer preview toolkit"
 
 
 def test_rocm_on_windows_uses_the_sdk_wheels() -> None:
@@ -151,3 +166,102 @@ def test_setvars_differences() -> None:
     assert setvars_changes(before, after) == {"Path": "C:\\new;C:\\a;C:\\b", "Y": "2"}
     assert path_additions("C:\\a;C:\\B", "C:\\new;c:\\a;C:\\b;C:\\new") == ["C:\\new"]
     assert github_env_lines({}) == ""
+
+
+def _redist_archive(folder: Path, component: str, files: dict[str, bytes]) -> tuple[str, str]:
+    """A zip laid out as NVIDIA's redistributable archives are (one top folder); returns (relative path, sha256)."""
+    import hashlib
+    import zipfile
+
+    top = f"{component}-windows-arm64-13.4.99-archive"
+    relative = f"{component}/windows-arm64/{top}.zip"
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{top}/", b"")
+        for name, data in files.items():
+            zf.writestr(f"{top}/{name}", data)
+    return relative, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def redist_server(tmp_path: Path):
+    """NVIDIA's redist layout (redistrib_<version>.json beside per-component folders) served over real
+    HTTP on 127.0.0.1 by the standard library's file server."""
+    import functools
+    import json
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "redist"
+    root.mkdir()
+    manifest: dict[str, object] = {"release_label": "13.4.1", "release_product": "cuda"}
+    for component, files in {"cuda_nvcc": {"bin/nvcc.exe": b"nvcc"}, "cuda_cudart": {"include/cuda_runtime.h": b"// runtime", "lib/x64/cudart.lib": b"lib"}}.items():
+        relative, sha = _redist_archive(root, component, files)
+        manifest[component] = {"name": component, "version": "13.4.99", "windows-arm64": {"relative_path": relative, "sha256": sha},
+                               "windows-x86_64": {"relative_path": "elsewhere.zip", "sha256": "0" * 64}}  # fmt: skip
+    (root / "redistrib_13.4.1.json").write_text(json.dumps(manifest))
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}/redistrib_13.4.1.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _redist_plan(url: str, prefix: Path, components=("cuda_nvcc", "cuda_cudart"), platform: str = "windows-arm64"):
+    from dataclasses import replace
+
+    from bitsandbytes_ci.host.install_toolkit import Redist
+
+    plan = plan_install(load_matrix(), job("cuda", "13.4", "windows-arm64"))
+    return replace(plan, prefix=str(prefix), redist=Redist(url, tuple(components), platform))
+
+
+@pytest.mark.timeout(60)
+def test_redistributable_archives_are_checked_and_unpacked_into_the_prefix(tmp_path: Path, redist_server) -> None:
+    _, url = redist_server
+    prefix = tmp_path / "CUDA" / "v13.4"
+    variables, path = execute(_redist_plan(url, prefix), run=FakeRunner(), env={"BNB_NETWORK_TIMEOUT_S": "5", "BNB_NETWORK_RETRIES": "0"})
+    assert (prefix / "bin" / "nvcc.exe").read_bytes() == b"nvcc"
+    assert (prefix / "include" / "cuda_runtime.h").read_bytes() == b"// runtime" and (prefix / "lib" / "x64" / "cudart.lib").exists()
+    assert not list(prefix.glob("*-archive")), "the archives' top folders are stripped"
+    assert variables == {"CUDA_PATH": str(prefix)} and path == [f"{prefix}\\bin"]
+
+
+@pytest.mark.timeout(60)
+def test_a_redistributable_archive_with_another_digest_is_refused(tmp_path: Path, redist_server) -> None:
+    root, url = redist_server
+    archive = next(root.glob("cuda_nvcc/windows-arm64/*.zip"))
+    archive.write_bytes(archive.read_bytes() + b"tampered")
+    with pytest.raises(InstallError, match=r"cuda_nvcc-windows-arm64-13\.4\.99-archive\.zip has sha256 [0-9a-f]{64}, the manifest .*redistrib_13\.4\.1\.json says"):
+        execute(_redist_plan(url, tmp_path / "prefix"), run=FakeRunner(), env={"BNB_NETWORK_RETRIES": "0"})
+    assert not (tmp_path / "prefix" / "bin").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_component_or_platform_the_manifest_lacks_is_named(tmp_path: Path, redist_server) -> None:
+    _, url = redist_server
+    with pytest.raises(InstallError, match=r"redistrib_13\.4\.1\.json \(CUDA 13\.4\.1\) has no component 'libcublas'; it has cuda_cudart, cuda_nvcc"):
+        execute(_redist_plan(url, tmp_path / "p", components=("cuda_nvcc", "libcublas")), run=FakeRunner(), env={"BNB_NETWORK_RETRIES": "0"})
+    with pytest.raises(InstallError, match=r"has no cuda_nvcc archive for 'windows-sbsa'; it has one for windows-arm64, windows-x86_64"):
+        execute(_redist_plan(url, tmp_path / "p", platform="windows-sbsa"), run=FakeRunner(), env={"BNB_NETWORK_RETRIES": "0"})
+
+
+def test_an_archive_member_outside_the_prefix_is_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    from bitsandbytes_ci.host.install_toolkit import unpack_archive
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("top/../../escape.txt", b"x")
+    with pytest.raises(InstallError, match=r"bad\.zip: member 'top/\.\./\.\./escape\.txt' would land outside"):
+        unpack_archive(bad, tmp_path / "prefix")
+    assert not (tmp_path / "escape.txt").exists()

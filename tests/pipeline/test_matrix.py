@@ -18,7 +18,7 @@ ALL_PLATFORMS = [LINUX_X64, LINUX_ARM, WIN_X64, WIN_ARM, MAC_ARM]
 
 SEED_CUDA = ["11.8.0", "12.1.1", "12.4.1", "12.6.3", "12.8.1", "13.0.2", "13.2.0"]
 SEED_VERSIONS = {
-    "cuda": {LINUX_X64: SEED_CUDA, LINUX_ARM: SEED_CUDA, WIN_X64: SEED_CUDA, WIN_ARM: ["13.4.0"], MAC_ARM: []},
+    "cuda": {LINUX_X64: SEED_CUDA, LINUX_ARM: SEED_CUDA, WIN_X64: SEED_CUDA, WIN_ARM: ["13.4.1"], MAC_ARM: []},
     "rocm": {LINUX_X64: ["6.4.4", "7.0.2", "7.1.1", "7.2.4", "7.14.0"], LINUX_ARM: [], WIN_X64: ["7.2.1", "7.14.0"], WIN_ARM: [], MAC_ARM: []},
     "xpu": {LINUX_X64: ["2025", "2026"], LINUX_ARM: [], WIN_X64: ["2025", "2026"], WIN_ARM: [], MAC_ARM: []},
 }
@@ -42,7 +42,7 @@ CUDA_ARCHS = [  # (platform, version, seed arch list)
     (LINUX_ARM, "12.6.3", "75;80;90"),
     (LINUX_ARM, "12.8.1", "75;80;90;100;120"),
     (LINUX_ARM, "13.0.2", "75;80;90;100;110;120;121"),
-    (WIN_ARM, "13.4.0", "121"),
+    (WIN_ARM, "13.4.1", "121"),
 ]
 ROCM_BASE = ["gfx90a", "gfx942", "gfx1100", "gfx1101", "gfx1102", "gfx1103"]
 ROCM_64 = ["gfx1150", "gfx1151", "gfx1152", "gfx1153", "gfx1200", "gfx1201"]
@@ -175,7 +175,7 @@ def test_no_family_updates_its_image_at_build_time(matrix) -> None:
         ("cpu", None, MAC_ARM, "libbitsandbytes_cpu.dylib"),
         ("cpu", None, WIN_ARM, "libbitsandbytes_cpu.dll"),
         ("cuda", "12.8.1", LINUX_X64, "libbitsandbytes_cuda128.so"),
-        ("cuda", "13.4.0", WIN_ARM, "libbitsandbytes_cuda134.dll"),
+        ("cuda", "13.4.1", WIN_ARM, "libbitsandbytes_cuda134.dll"),
         ("rocm", "6.4.4", LINUX_X64, "libbitsandbytes_rocm64.so"),
         ("rocm", "7.14.0", LINUX_X64, "libbitsandbytes_rocm714.so"),
         ("xpu", "2025", LINUX_X64, "libbitsandbytes_xpu2025.so"),
@@ -203,13 +203,13 @@ def test_xpu_has_an_audit_exemption_with_a_reason(matrix) -> None:
 def test_adding_cuda_13_4_on_linux_is_one_line(tmp_path: Path) -> None:
     path = write_variant(
         tmp_path,
-        ('{ version = "13.4.0", platforms = ["windows-arm64"] }',
-         '{ version = "13.4.0", platforms = ["linux-x86_64", "linux-aarch64", "windows-arm64"] }'),
+        ('{ version = "13.4.1", platforms = ["windows-arm64"] }',
+         '{ version = "13.4.1", platforms = ["linux-x86_64", "linux-aarch64", "windows-arm64"] }'),
     )  # fmt: skip
     matrix = load_matrix(path)
-    assert matrix.cuda.versions_on(LINUX_X64)[-1] == "13.4.0"
-    assert matrix.cuda.image_for(LINUX_ARM, "13.4.0") == "nvidia/cuda:13.4.0-devel-rockylinux8"
-    assert ";".join(matrix.cuda.archs_for(LINUX_ARM, "13.4.0")) == "75;80;90;100;110;120;121"
+    assert matrix.cuda.versions_on(LINUX_X64)[-1] == "13.4.1"
+    assert matrix.cuda.image_for(LINUX_ARM, "13.4.1") == "nvidia/cuda:13.4.1-devel-rockylinux8"
+    assert ";".join(matrix.cuda.archs_for(LINUX_ARM, "13.4.1")) == "75;80;90;100;110;120;121"
 
 
 # ---- invalid matrices are rejected with instructions --------------------------------------------------
@@ -247,7 +247,7 @@ def test_unknown_key_is_rejected_with_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_unknown_platform_is_rejected_with_a_suggestion(tmp_path: Path) -> None:
-    path = write_variant(tmp_path, ('{ version = "13.4.0", platforms = ["windows-arm64"] }', '{ version = "13.4.0", platforms = ["windows-arm"] }'))
+    path = write_variant(tmp_path, ('{ version = "13.4.1", platforms = ["windows-arm64"] }', '{ version = "13.4.1", platforms = ["windows-arm"] }'))
     message = load_error(path)
     assert "unknown platform 'windows-arm'" in message
     assert "did you mean 'windows-arm64'?" in message
@@ -316,10 +316,10 @@ def test_matrix_is_frozen(matrix) -> None:
 
 
 def test_a_native_runner_toolkit_without_an_install_rule_is_rejected(tmp_path: Path) -> None:
-    path = write_variant(tmp_path, ('{ platforms = ["windows-arm64"], since = "13.4", method = "nvidia-installer"',
-                                    '{ platforms = ["windows-x64"], since = "13.4", method = "nvidia-installer"'))  # fmt: skip
+    path = write_variant(tmp_path, ('{ platforms = ["windows-arm64"], since = "13.4", method = "nvidia-redist"',
+                                    '{ platforms = ["windows-x64"], since = "13.4", method = "nvidia-redist"'))  # fmt: skip
     message = load_error(path)
-    assert "cuda 13.4.0 on windows-arm64 builds on a native runner, and no cuda.native_installs rule says how to install it there" in message
+    assert "cuda 13.4.1 on windows-arm64 builds on a native runner, and no cuda.native_installs rule says how to install it there" in message
 
 
 def test_install_rules_need_what_their_method_needs(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -38,6 +39,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if step not in STEPS:
         print(f"error: unknown step {step!r}; allowed: {', '.join(STEPS)}\n\n{usage()}", file=sys.stderr)
         return 2
+    from .process import watch_parent
+
+    watch_parent(os.environ)  # started by bnb-ci: end with it (process.watch_parent)
     module = importlib.import_module(f"bnb_build.{MODULES.get(step, step)}")
     return int(module.main(rest))
 

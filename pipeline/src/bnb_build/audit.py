@@ -10,7 +10,11 @@ Command line (docs/contracts.md)::
                                  "libraries": {"libbitsandbytes_cpu.so": {"backend": "cpu", "archs": [], "openmp": true},
                                                "libbitsandbytes_cuda130.so": {"backend": "cuda", "archs": ["75", "90"]}}}},
      "exemptions": {"libbitsandbytes_cuda130.so": "why its glibc requirement is accepted"},
-     "symbol_parity": true}
+     "symbol_parity": true, "runtime_dispatch": true}
+
+A wheel may name its ``cpu_floor`` (``"cpu_floor": "x86-64-v2"`` beside ``plat_tag``: a level of
+``cpu_levels`` for the platform's arch). ``runtime_dispatch`` (default false): the tree declares that
+its libraries check the CPU at run time before running code above the floor.
 
 ``openmp`` (default false): the tree's CMake asks for OpenMP for that library. ``symbol_parity``
 (default false): the tree declares that its libraries of one backend and architecture export the
@@ -43,6 +47,13 @@ Checks, each failure a *violation*:
   toolchain's such as ``__cudaRegisterLinkedBinary_*``, ``_init``, ``_end``). Without it the C
   symbols are listed, never compared.
 
+- with a ``cpu_floor``: the ISA report (``isa_report``) of each ELF and PE library: code that runs
+  while the library loads (static constructors, ``DT_INIT``, a DLL's entry point and TLS callbacks,
+  and the code they reach through direct calls and jumps) and uses an extension above the floor;
+  other code above the floor unless ``runtime_dispatch``. Each violation names library, function,
+  instruction and extension.
+  Without a floor the extensions are listed only.
+
 *Warnings* are listed without failing the step: a library whose tree asks for OpenMP but that links
 no OpenMP runtime (an ELF NEEDED, PE import or Mach-O load of ``libgomp*``, ``libomp*``,
 ``libiomp*`` or ``vcomp*``, or such a library bundled under ``<package>.libs/``).
@@ -65,7 +76,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import binfmt, elf, process
+from . import binfmt, cpu_levels, elf, isa_report, process
 from .errors import AuditFailed, CorruptWheel, InputError, StepError, ToolFailed, UsageError, run_step
 from .files import write_text_atomic
 from .platforms import PLATFORMS, PlatformTag, binary_format, check_platform_tag, get_platform, parse_platform_tag
@@ -78,9 +89,11 @@ ARCHITECTURES = {"x86_64": "x86-64", "x64": "x86-64", "aarch64": "arm64", "arm64
 """Architecture of a platform's arch, for symbol parity: linux-x86_64 and windows-x64 are both x86-64."""
 
 OPENMP_RUNTIMES = ("libgomp", "libomp", "libiomp", "vcomp")
+MSVC_OPENMP_DLLS = ("vcomp140.dll",)
+"""MSVC's OpenMP runtime: a Windows library of a tree that asks for OpenMP may import it."""
 """File name prefixes of the OpenMP runtimes: GCC's, LLVM's, Intel's, MSVC's (vcomp140.dll)."""
 
-_TOP_KEYS = ("wheels", "exemptions", "symbol_parity")
+_TOP_KEYS = ("wheels", "exemptions", "symbol_parity", "runtime_dispatch")
 _LIBRARY_KEYS = ("backend", "archs", "openmp")
 
 
@@ -96,6 +109,7 @@ class ExpectedWheel:
     platform: str
     plat_tag: str
     libraries: Mapping[str, ExpectedLibrary]
+    cpu_floor: Optional[str] = None  # the oldest CPU the wheel runs on (a level of cpu_levels)
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,7 @@ class Expectations:
     wheels: Mapping[str, ExpectedWheel]
     exemptions: Mapping[str, str]
     symbol_parity: bool = False
+    runtime_dispatch: bool = False  # the libraries check the CPU before running code above the floor
 
 
 @dataclass
@@ -134,6 +149,7 @@ class WheelReport:
     warnings: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     libraries: List[LibraryReport] = field(default_factory=list)
+    isa: List[isa_report.IsaReport] = field(default_factory=list)
     auditwheel: Optional[str] = None
 
     @property
@@ -183,14 +199,23 @@ def parse_expectations(raw: object, where: str = "expect.json") -> Expectations:
             if not isinstance(lib.get("openmp", False), bool):
                 raise fail(f'{where_lib}: "openmp" must be true or false, not {lib["openmp"]!r}')
             libraries[name] = ExpectedLibrary(lib["backend"], tuple(str(a) for a in lib.get("archs", [])), lib.get("openmp", False))
-        wheels[platform_id] = ExpectedWheel(platform_id, spec["plat_tag"], libraries)
+        floor = spec.get("cpu_floor")
+        if floor is not None:
+            try:
+                cpu_levels.check_level(platform.arch, floor if isinstance(floor, str) else repr(floor))
+            except ValueError as e:
+                raise fail(f"wheels.{platform_id}.cpu_floor: {e}") from None
+        wheels[platform_id] = ExpectedWheel(platform_id, spec["plat_tag"], libraries, floor)
     exemptions = raw.get("exemptions", {})
     if not isinstance(exemptions, dict) or not all(isinstance(v, str) for v in exemptions.values()):
         raise fail('"exemptions" must map library names to reasons (strings)')
     parity = raw.get("symbol_parity", False)
     if not isinstance(parity, bool):
         raise fail(f'"symbol_parity" must be true or false, not {parity!r}')
-    return Expectations(wheels, dict(sorted(exemptions.items())), parity)
+    dispatch = raw.get("runtime_dispatch", False)
+    if not isinstance(dispatch, bool):
+        raise fail(f'"runtime_dispatch" must be true or false, not {dispatch!r}')
+    return Expectations(wheels, dict(sorted(exemptions.items())), parity, dispatch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,6 +300,8 @@ def audit_wheel(path: Path, expect: Expectations) -> WheelReport:
             data = z.read(libraries[name])
             lib = _check_library(libraries[name], data, expected.libraries[name], report, promised, expect.exemptions)
             if lib.read:
+                _check_isa(libraries[name], data, expected.cpu_floor, expect.runtime_dispatch, report)
+            if lib.read:
                 _check_openmp(lib, expected.libraries[name], bundled, report)
             report.libraries.append(lib)
     return report
@@ -296,7 +323,7 @@ def _check_library(
         report.violations.append(f"{name} is {fmt or 'not a known'} format, {report.platform} needs {platform.binary_format}")
         return lib
     if fmt != "ELF":
-        _check_foreign_library(name, data, fmt, lib, report, exemptions)
+        _check_foreign_library(name, data, fmt, lib, report, exemptions, openmp=expected.openmp)
         return lib
     try:
         info = elf.parse_elf(data, name)
@@ -347,11 +374,27 @@ def _check_library(
     return lib
 
 
+def _check_isa(path: str, data: bytes, floor: Optional[str], runtime_dispatch: bool, report: WheelReport) -> None:
+    """The ISA report of one library (ELF or PE; a Mach-O dylib is listed as not analysed)."""
+    name = path.rsplit("/", 1)[-1]
+    if binary_format(data[:64]) == "Mach-O":
+        report.isa.append(isa_report.IsaReport(name, floor=floor, skipped="Mach-O is not analysed"))
+        return
+    try:
+        isa = isa_report.analyse(data, name, floor)
+    except InputError as e:
+        report.violations.append(f"{name}: no ISA report: {e}")
+        return
+    report.isa.append(isa)
+    report.violations.extend(isa.violations(runtime_dispatch) if floor else [])
+
+
 def _origin_relative(entry: str) -> bool:
     return any(entry == o or entry.startswith(o + "/") for o in ("$ORIGIN", "${ORIGIN}"))
 
 
-def _check_foreign_library(name: str, data: bytes, fmt: str, lib: LibraryReport, report: WheelReport, exemptions: Mapping[str, str]) -> None:
+def _check_foreign_library(name: str, data: bytes, fmt: str, lib: LibraryReport, report: WheelReport, exemptions: Mapping[str, str],
+                           *, openmp: bool = False) -> None:  # fmt: skip
     """PE and Mach-O libraries: architecture, kind, dependencies, exports, minimum macOS (see the module docs)."""
     platform = PLATFORMS[report.platform]
     try:
@@ -360,13 +403,19 @@ def _check_foreign_library(name: str, data: bytes, fmt: str, lib: LibraryReport,
             arch, kind_ok, kind = pe.machine, pe.is_dll, "DLL"
             deps = pe.imports
             foreign = [d for d in deps if not binfmt.is_windows_system_dll(d)]
+            if openmp:  # MSVC's OpenMP runtime, which the tree asked for, comes with the Visual C++ runtime
+                msvc_openmp = [d for d in foreign if d.lower() in MSVC_OPENMP_DLLS]
+                foreign = [d for d in foreign if d not in msvc_openmp]
+                report.notes += [f"{name} needs {d}, MSVC's OpenMP runtime (the Visual C++ Redistributable; PyTorch ships it)" for d in msvc_openmp]
             lib.exports, minimum = tuple(pe.exported), None
             lib.c_symbols = tuple(binfmt.c_symbols(pe.exported_functions))
             runtime = binfmt.c_runtime_exports(pe.exported)
             if runtime:
                 report.violations.append(
                     f"{name} exports C runtime symbols: {', '.join(runtime)} (a DLL with nothing marked for export exports "
-                    "what it links statically; mark the library's own functions with __declspec(dllexport) or list them in a .def file)"
+                    "what it links statically, and MinGW's CMAKE_WINDOWS_EXPORT_ALL_SYMBOLS exports all of it: build it with MSVC, "
+                    "as the plan does for a tree whose CMake sets that unless it asks for cpu-toolchain = \"zig\", or mark the "
+                    "library's own functions with __declspec(dllexport) or list them in a .def file)"
                 )
         else:
             macho = binfmt.parse_macho(data, name)
@@ -546,6 +595,7 @@ def render_report(reports: Sequence[WheelReport], problems: Sequence[str], expec
             ]
             lines += ["", f"C symbols ({parity}):", ""]
             lines += [f"- {l.path}: {', '.join(l.c_symbols) or 'none'}" for l in r.libraries]
+        lines += isa_report.render(r.isa, expect.runtime_dispatch, _cell)
         if r.auditwheel is not None:
             lines += ["", "auditwheel show:", "", "```text", r.auditwheel, "```"]
     return "\n".join(lines) + "\n"

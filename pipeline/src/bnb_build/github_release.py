@@ -22,6 +22,11 @@ one goes):
 5. ``DELETE /repos/{repo}/releases/{old id}``                  the old release
 6. ``PATCH /repos/{repo}/releases/{new id}`` ``draft: false``  publish
 
+Every call has a timeout and bounded retries (``BNB_NETWORK_TIMEOUT_S``, ``BNB_NETWORK_RETRIES``;
+``bnb_build.net``): a GET, PATCH or DELETE that gets no answer, cannot connect or gets HTTP 429/5xx
+is tried again; a POST that was sent is not (GitHub may have created the release or asset), and its
+error names the URL like every other.
+
 A failure in 2-5 deletes the draft and leaves the old release in place (after 4 its tag already
 points to the new commit; the old assets stay downloadable). Only a failure in 6 leaves no
 published release, because a deleted release does not come back; the error then says exactly what
@@ -35,21 +40,19 @@ import hashlib
 import json
 import os
 import sys
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from . import net
 from .errors import InputError, StepError, UsageError, redact, run_step
 from .release import BODY, MANIFEST, check_commit, check_repo, check_tag
 
 TOKEN_ENV = "GITHUB_TOKEN"
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
-TIMEOUT_S = 60
-UPLOAD_TIMEOUT_S = 900
 
 
 class GitHubError(StepError):
@@ -71,10 +74,13 @@ class Response:
 class GitHubClient:
     """JSON over HTTPS with a bearer token. Every error message is scrubbed of the token."""
 
-    def __init__(self, api_url: str, token: str, *, user_agent: str = "bnb-build-github-release") -> None:
+    def __init__(self, api_url: str, token: str, *, user_agent: str = "bnb-build-github-release", limits: net.Limits = net.Limits(),
+                 log: Any = print) -> None:  # fmt: skip
         self.api_url = api_url.rstrip("/")
         self._token = token
         self.user_agent = user_agent
+        self.limits = limits
+        self.log = log
 
     def request(
         self,
@@ -85,8 +91,9 @@ class GitHubClient:
         data: Optional[bytes] = None,
         content_type: str = "application/json",
         ok: Sequence[int] = (200, 201, 204),
-        timeout: float = TIMEOUT_S,
+        timeout: Optional[float] = None,
     ) -> Response:
+        """One API call; ``timeout`` (default: the limits' timeout) bounds each wait for the server."""
         url = path_or_url if "://" in path_or_url else self.api_url + path_or_url
         payload = json.dumps(body).encode("utf-8") if body is not None else data
         req = urllib.request.Request(url, data=payload, method=method)
@@ -98,13 +105,10 @@ class GitHubClient:
             req.add_header("Content-Type", content_type)
         where = f"{method} {_display(url)}"
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - the URL is the API's
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            msg = f"{where}: cannot reach the GitHub API ({reason}); check --api-url and the network"
+            status, raw = net.call(lambda t: net.urlopen(req, t), method=method, url=url, limits=self.limits, timeout_s=timeout,
+                                   ok_status=lambda s: s in ok, log=lambda text: self.log(redact(text, [self._token])))  # fmt: skip
+        except net.NetworkError as e:
+            msg = f"cannot reach the GitHub API: {e}; check --api-url and the network"
             raise GitHubError(redact(msg, [self._token])) from None
         try:
             parsed = json.loads(raw.decode("utf-8")) if raw else None
@@ -124,11 +128,7 @@ class GitHubClient:
 
 def _display(url: str) -> str:
     """A URL for messages: without user info or query secrets."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return net.display_url(url)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def replace_release(client: GitHubClient, rel: ReleaseDir, *, log: Any = print) 
                 data=path.read_bytes(),
                 content_type="application/octet-stream",
                 ok=(201,),
-                timeout=UPLOAD_TIMEOUT_S,
+                timeout=client.limits.transfer_timeout(size),
             ).data
             if asset.get("name") != path.name or asset.get("size") != size:
                 msg = f"GitHub stored {path.name} as {asset.get('name')!r} with {asset.get('size')} bytes, expected {size} bytes"
@@ -318,7 +318,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], *, log: Any = print) -> Pub
     if not ns.api_url.startswith(("https://", "http://")):
         msg = f"--api-url {ns.api_url!r} is not an http(s) URL; e.g. {DEFAULT_API_URL}"
         raise UsageError(msg)
-    return replace_release(GitHubClient(ns.api_url, token), rel, log=log)
+    return replace_release(GitHubClient(ns.api_url, token, limits=net.limits_from_env(env), log=log), rel, log=log)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -28,6 +28,7 @@ import stat
 from pathlib import Path
 from typing import Any, Iterable, List, Sequence, Tuple
 
+from . import package_files
 from .errors import InputError, UsageError
 
 FOLDER_SUFFIX = "/**"
@@ -139,12 +140,29 @@ STEPS_DIR = "pipeline/src/bnb_build"
 DEFAULT_SOURCE_DATE_EPOCH = "315532800"
 """The one default SOURCE_DATE_EPOCH of both executors and every step: 1980-01-01T00:00:00Z, the
 earliest time a zip entry can hold. A commit time is an explicit choice (``--source-date-epoch``)."""
+LATEST_SOURCE_DATE_EPOCH = 4354819199
+"""2107-12-31T23:59:59Z, the latest time a zip entry can hold (earlier than 1980 is written as 1980)."""
+
+
+def check_source_date_epoch(text: str) -> str:
+    """A SOURCE_DATE_EPOCH option's value as canonical digits: whole seconds since 1970-01-01 UTC, no
+    later than the last time a zip entry can hold; UsageError naming the value otherwise."""
+    value = str(text).strip()
+    if not value.isdigit():
+        raise UsageError(f"--source-date-epoch {text!r} is not a whole number of seconds since 1970-01-01 UTC")
+    if int(value) > LATEST_SOURCE_DATE_EPOCH:
+        raise UsageError(
+            f"--source-date-epoch {text!r} is after 2107-12-31T23:59:59Z, the last time a wheel (zip) entry can hold; "
+            f"allowed: 0 to {LATEST_SOURCE_DATE_EPOCH}, e.g. \"$(git log -1 --format=%ct)\""
+        )
+    return str(int(value))
 
 
 STEP_FILE_SUFFIXES = (".py", ".cmake")
 """The step package's files that decide what a step does: its programs and its CMake files."""
 PINS = "step-requirements.txt"
-"""Beside the step package's parent (pipeline/): the versions of the tools every step runs."""
+"""The versions of the tools every step runs: inside the step package of an installed pipeline, else
+beside the package's parent (pipeline/); package_files.py says where."""
 
 
 def step_files(steps_dir: Path | str) -> List[Tuple[str, str]]:
@@ -155,7 +173,7 @@ def step_files(steps_dir: Path | str) -> List[Tuple[str, str]]:
     for rel in all_files(steps_dir):
         if rel.endswith(STEP_FILE_SUFFIXES) and "__pycache__" not in rel.split("/"):
             found.append((f"bnb_build/{rel}", file_sha256(steps_dir / rel)))
-    pins = steps_dir.parent.parent / PINS
+    pins = package_files.step_requirements(steps_dir)
     if pins.is_file():
         found.append((PINS, file_sha256(pins)))
     return found

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -113,7 +114,25 @@ def _build_info(library: Path) -> Optional[Dict[str, Any]]:
     info = library.with_name(library.name + BUILD_INFO_SUFFIX)
     if not info.is_file():
         return None
-    return json.loads(info.read_text(encoding="utf-8"))
+    return read_build_info(info)
+
+
+def read_build_info(path: Path) -> Dict[str, Any]:
+    """The content of a ``<library>.build-info.json`` (what ``python3 -m bnb_build native`` writes beside
+    the library). InputError naming the file when it is not UTF-8 JSON holding an object: a library
+    with a damaged record is not used, it is built again."""
+    again = "build the library again (bnb-ci build-<backend> --out DIR writes both files)"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not a build-info file: not UTF-8 text (byte {e.start}: {e.reason}); {again}") from None
+    except ValueError as e:
+        raise InputError(f"{path} is not a build-info file: not JSON ({e}); {again}") from None
+    except OSError as e:
+        raise InputError(f"{path} cannot be read: {e.strerror or e}; {again}") from None
+    if not isinstance(document, dict):
+        raise InputError(f"{path} is not a build-info file: it holds a JSON {type(document).__name__}, not an object; {again}")
+    return document
 
 
 def _artifact_path(dist: Path, job: Mapping[str, Any]) -> Optional[Path]:
@@ -162,7 +181,40 @@ def manifest(dist: Path, document: Mapping[str, Any]) -> Dict[str, Any]:
         "summary": summary,
         "artifacts": artifacts(dist, jobs),
         "jobs": [job_entry(dist, j) for j in jobs],
+        "source": _source(document.get("source")),
     }
+
+
+def _source(value: Any) -> Dict[str, Any]:
+    """jobs.json's ``source`` (commit, dirty) as the manifest records it; unknown without one."""
+    if value is None:
+        return {"commit": None, "dirty": None}
+    if not isinstance(value, dict) or set(value) - {"commit", "dirty"}:
+        raise InputError(f'jobs.json: "source" must be an object with "commit" (a hex string or null) and "dirty" (true, false or null), not {value!r}')
+    commit, dirty = value.get("commit"), value.get("dirty")
+    if commit is not None and not (isinstance(commit, str) and len(commit) in (40, 64) and all(c in "0123456789abcdef" for c in commit)):
+        raise InputError(f'jobs.json: "source"."commit" must be a full hex commit id or null, not {commit!r}')
+    if dirty is not None and not isinstance(dirty, bool):
+        raise InputError(f'jobs.json: "source"."dirty" must be true, false or null, not {dirty!r}')
+    return {"commit": commit, "dirty": dirty}
+
+
+def source_state(root: Path) -> Dict[str, Any]:
+    """The commit the tree at ``root`` is checked out at and whether its files differ from it (tracked
+    changes or untracked files git does not ignore): ``{"commit": "<sha>", "dirty": false}``; both
+    None where ``root`` is not in a git work tree or git is not installed."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--verify", "-q", "HEAD^{commit}")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 def render(value: Mapping[str, Any]) -> str:

@@ -36,15 +36,13 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from . import inputs, process, resources, zig_runtime
+from . import inputs, package_files, process, resources, stable_source, zig_runtime
 from .errors import BuildMismatch, InputError, UsageError, run_step
 from .files import move_into_place, remove_tree, write_text_atomic
 from .platforms import Platform, check_backend, check_library_name, get_platform, is_library_file
@@ -152,7 +150,7 @@ def parse_args(argv: Sequence[str]) -> NativeJob:
     return job
 
 
-CMAKE_DIR = Path(__file__).resolve().parent / "cmake"
+CMAKE_DIR = package_files.cmake_dir()
 """The pipeline's own CMake files: toolchain files and project.cmake."""
 TOOLCHAINS = ("zig.cmake", "debian-rocm.cmake")
 PROJECT_INCLUDE = CMAKE_DIR / "project.cmake"
@@ -251,13 +249,16 @@ def use_ccache(env: Mapping[str, str]) -> bool:
 
 
 _SET_LINE = re.compile(r'^set\((CMAKE_(\w+?)_COMPILER_(ID|VERSION)) "([^"]*)"\)', re.MULTILINE)
+_PROGRAM_LINE = re.compile(r'^set\(CMAKE_(\w+?)_COMPILER(|_ARG1) "([^"]*)"\)', re.MULTILINE)
 
 
 def compiler_info(build_dir: Path) -> Dict[str, Dict[str, str]]:
     """Compiler id and version per enabled language, read from CMake's per-language files.
 
     CMake records them in ``<build>/CMakeFiles/<cmake version>/CMake<LANG>Compiler.cmake``
-    (``CMAKE_CXX_COMPILER_ID``, ``CMAKE_CUDA_COMPILER_VERSION``, ...).
+    (``CMAKE_CXX_COMPILER_ID``, ``CMAKE_CUDA_COMPILER_VERSION``, ...). ``program``: the compiler that
+    ran, its links resolved, by file name, with the arguments CMake gives it first
+    (``x86_64-linux-gnu-g++-12`` for /usr/bin/c++, ``zig c++ -target x86_64-linux-gnu.2.28``).
     """
     result: Dict[str, Dict[str, str]] = {}
     for lang in COMPILER_LANGUAGES:
@@ -269,7 +270,19 @@ def compiler_info(build_dir: Path) -> Dict[str, Dict[str, str]]:
             }
             if found.get("id"):
                 result[lang] = {"id": found["id"], "version": found.get("version", "")}
+                program = _compiler_program(path.read_text(errors="replace"), lang)
+                if program:
+                    result[lang]["program"] = program
     return result
+
+
+def _compiler_program(text: str, lang: str) -> str:
+    values = {suffix: value for file_lang, suffix, value in _PROGRAM_LINE.findall(text) if file_lang == lang}
+    compiler = values.get("", "")
+    if not compiler:
+        return ""
+    name = Path(compiler).resolve().name if Path(compiler).is_absolute() else compiler
+    return " ".join(part for part in (name, values.get("_ARG1", "").strip()) if part)
 
 
 def build_info(
@@ -279,8 +292,11 @@ def build_info(
     compilers: Mapping[str, Mapping[str, str]],
     inputs_digest: str,
     openmp: Optional[Mapping[str, bool]] = None,
+    compiler_variables: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, object]:
+    """``compiler_variables``: the COMPILER_VARIABLES set for the build (what CMake chose its compilers by)."""
     return {
+        "compiler_variables": dict(compiler_variables or {}),
         "schema_version": BUILD_INFO_SCHEMA,
         "job_id": job.job_id,
         "backend": job.backend,
@@ -315,12 +331,24 @@ def inputs_digest(job: NativeJob) -> str:
     return inputs.digest(job.source, inputs.all_files(job.source), extra)
 
 
+COMPILER_VARIABLES = ("CC", "CXX", "CUDAHOSTCXX")
+"""The environment variables CMake picks the host compilers by (C, C++, and nvcc's host compiler)."""
+
+
+def selected_compilers(env: Mapping[str, str]) -> Dict[str, str]:
+    """The COMPILER_VARIABLES set in ``env``, as set."""
+    return {name: env[name] for name in COMPILER_VARIABLES if env.get(name, "").strip()}
+
+
 _FIND_OPENMP = re.compile(r"find_package\s*\(\s*OpenMP\b", re.IGNORECASE)
 
 
 def openmp_report(job: NativeJob) -> Dict[str, bool]:
-    """Whether the tree asked for OpenMP (its CMake files call find_package(OpenMP), or the configure
-    ran it) and whether the configure found it (project.cmake's report)."""
+    """Whether the tree asked for OpenMP and whether the configure found it (project.cmake's report:
+    find_package(OpenMP) ran in the branch this backend's configure took). A CPU build whose
+    configure did not say so counts as asking when the tree's CMake files call find_package(OpenMP)
+    (e.g. in a subdirectory's scope); a GPU build never does by the files alone, since a tree asks for
+    OpenMP in its CPU branch."""
     report: Dict[str, bool] = {"asked": False, "found": False}
     path = job.build_dir / CONFIGURE_REPORT
     if path.is_file():
@@ -328,7 +356,7 @@ def openmp_report(job: NativeJob) -> Dict[str, bool]:
             report.update({k: bool(v) for k, v in json.loads(path.read_text(encoding="utf-8")).get("openmp", {}).items()})
         except ValueError:
             pass
-    if not report["asked"]:
+    if not report["asked"] and job.backend == "cpu":
         cmake_files = [rel for rel in inputs.all_files(job.source) if rel.endswith(("CMakeLists.txt", ".cmake"))]
         report["asked"] = any(_FIND_OPENMP.search((job.source / rel).read_text(errors="replace")) for rel in cmake_files)
     return report
@@ -388,6 +416,7 @@ def _build(job: NativeJob, digest: str, run_env: Mapping[str, str], cmake: str, 
             compilers=compilers,
             inputs_digest=digest,
             openmp=openmp,
+            compiler_variables=selected_compilers(run_env),
         )
         write_text_atomic(staged / (job.library + BUILD_INFO_SUFFIX), render_build_info(info))
         # The library first, its build-info last: a build-info.json means the library beside it is complete.
@@ -415,38 +444,12 @@ def _forget_other_configuration(build_dir: Path, source_path: Path) -> None:
             return
 
 
-STABLE_ROOT = "bnb-src"
-"""Below the temporary folder: one fixed path per job id that names the job's sources."""
-
-
 @contextlib.contextmanager
 def stable_source_path(job: NativeJob) -> Iterator[Path]:
-    """A path for the sources that is the same in every build of this job on any machine:
-    ``<tmp>/bnb-src/<job id>``, a copy of ``--source`` (file times kept, so a kept build folder
-    recompiles only what changed), held under a lock while the build runs and removed after it.
-
-    nvcc names relocatable device code after the real absolute path of each source file
-    (``__fatbinwrap_<hash of the path>_...``, a module id; it resolves links, and ``--frandom-seed``
-    does not change it), so the path must not depend on where the work folder is. Containers build in
-    /work, the same path everywhere, and get the same copy. Where no lock can be taken (Windows), the
-    sources' own path."""
-    real = job.source.resolve()
-    if os.name != "posix":
-        yield real
-        return
-    import fcntl
-
-    root = Path(tempfile.gettempdir()) / STABLE_ROOT
-    root.mkdir(mode=0o1777, exist_ok=True)
-    stable = root / job.job_id
-    with open(root / f"{job.job_id}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        remove_tree(stable)
-        try:
-            shutil.copytree(real, stable, symlinks=True)
-            yield stable
-        finally:
-            remove_tree(stable)
+    """The job's sources at a path that is the same in every build of it by this user:
+    ``<tmp>/bnb-src-<uid>/<job id>`` (stable_source.py: why, and how builds take turns there)."""
+    with stable_source.stable_source_path(job.source, job.job_id) as path:
+        yield path
 
 
 def _produced_library(job: NativeJob, staged: Path, compilers: Mapping[str, Mapping[str, str]], *, since: float = 0.0,

@@ -10,15 +10,46 @@ from __future__ import annotations
 import collections
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, MutableMapping, Sequence
 
 from . import inputs
 from .errors import ToolFailed, ToolNotFound, join_argv
 
 TAIL_LINES = 40
+
+PARENT_FD_VARIABLE = "BNBCI_PARENT_FD"
+"""Set by the host executor (bitsandbytes_ci.host.local.run_step): the read end of a pipe whose write
+end only the executor holds. It reaches end-of-file when the executor is gone, however it ended."""
+
+
+def watch_parent(environ: MutableMapping[str, str]) -> bool:
+    """When ``environ`` names a parent pipe (PARENT_FD_VARIABLE, removed from ``environ`` so the tools
+    started later do not see it), watch it from a daemon thread: when the executor that started this
+    step dies (a SIGKILL too), its end of the pipe closes and this step ends its whole process group
+    (this step, CMake, Ninja, the compilers: the executor started the step as a group leader), so no
+    orphan goes on writing into a work directory or the cache. True when watching."""
+    value = environ.pop(PARENT_FD_VARIABLE, None)
+    if value is None or not value.isdigit() or not hasattr(os, "killpg"):
+        return False
+    fd = int(value)
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        if os.getpgrp() == os.getpid():  # the group is this step's own: end all of it
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        os._exit(137)
+
+    threading.Thread(target=watch, name="bnb-parent-watch", daemon=True).start()
+    return True
 
 
 def find_tool(name: str, env: Mapping[str, str]) -> str:

@@ -24,6 +24,11 @@ Order of work:
    works for PyPI and TestPyPI only; it is added there too, against races.)
 5. ``twine upload --non-interactive ...`` of the remaining files.
 
+Every network call has a timeout and bounded retries (``BNB_NETWORK_TIMEOUT_S``, ``BNB_NETWORK_RETRIES``;
+``bnb_build.net``). twine has no timeout of its own: a watchdog ends it when it stays silent longer
+than the timeout plus its largest file at the slowest rate, then the step asks the index again what it
+has and uploads the rest (a retry), and finally fails naming the upload URL.
+
 Secrets travel in the environment only: twine gets the token as ``TWINE_PASSWORD`` (never in its
 argv), the environment it gets drops the other credentials, and every line printed (twine's output,
 errors) is scrubbed of every secret.
@@ -37,16 +42,18 @@ import collections
 import html.parser
 import json
 import os
+import queue
 import subprocess
 import sys
-import urllib.error
+import threading
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence
 
-from . import process
+from . import net, process
 from .errors import StepError, ToolNotFound, UsageError, join_argv, redact, run_step
 from .inputs import file_sha256
 from .release import Expected, check_wheel_set, expected_from_file
@@ -57,7 +64,8 @@ OIDC_URL_ENV = "ACTIONS_ID_TOKEN_REQUEST_URL"
 OIDC_TOKEN_ENV = "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
 # Credentials twine must not inherit (it gets exactly the one it needs as TWINE_PASSWORD).
 DROPPED_ENV = ("PYPI_TOKEN", "TWINE_PASSWORD", "TWINE_USERNAME", OIDC_URL_ENV, OIDC_TOKEN_ENV, "GITHUB_TOKEN", "GH_TOKEN")
-TIMEOUT_S = 60
+TWINE_START_S = 60.0
+"""How long twine may take to start and name the index it uploads to (its first line of output)."""
 
 
 class PublishError(StepError):
@@ -141,23 +149,23 @@ class _Links(html.parser.HTMLParser):
             self.hrefs.extend(v for k, v in attrs if k == "href" and v)
 
 
-def existing_files(index_url: str, project: str, *, auth: Optional[str], secrets: Sequence[str]) -> Dict[str, Optional[str]]:
+def existing_files(index_url: str, project: str, *, auth: Optional[str], secrets: Sequence[str], limits: net.Limits = net.Limits()) -> Dict[str, Optional[str]]:
     """``{file name: sha256 or None}`` the index lists for ``project``; empty when it has no such project."""
     url = urllib.parse.urljoin(index_url if index_url.endswith("/") else index_url + "/", f"{project}/")
     req = urllib.request.Request(url, headers={"Accept": "text/html", "User-Agent": "bnb-build-publish"})
     if auth:
         req.add_header("Authorization", f"Basic {auth}")
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310
-            page = resp.read().decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return {}
-        msg = f"cannot read the index page {url}: HTTP {e.code} {e.reason}; pass --index-url of the simple index the uploads appear in"
+        status, raw = net.call(lambda timeout: net.urlopen(req, timeout), method="GET", url=url, limits=limits, what="the index page")
+    except net.NetworkError as e:
+        msg = f"cannot reach the index {url} ({e}); check --repository-url / --index-url and the network. Nothing was uploaded."
         raise PublishError(redact(msg, secrets)) from None
-    except (urllib.error.URLError, OSError) as e:
-        msg = f"cannot reach the index {url} ({getattr(e, 'reason', e)}); check --repository-url / --index-url and the network. Nothing was uploaded."
-        raise PublishError(redact(msg, secrets)) from None
+    if status == 404:
+        return {}
+    if status >= 400:
+        msg = f"cannot read the index page {url}: HTTP {status}; pass --index-url of the simple index the uploads appear in"
+        raise PublishError(redact(msg, secrets))
+    page = raw.decode("utf-8", errors="replace")
     parser = _Links()
     parser.feed(page)
     found: Dict[str, Optional[str]] = {}
@@ -194,24 +202,24 @@ def oidc_index_url(repository_url: str) -> str:
     return f"{parts.scheme}://{host}"
 
 
-def _http_json(method: str, url: str, *, headers: Mapping[str, str], body: Any = None, secrets: Sequence[str], what: str) -> Any:
+def _http_json(method: str, url: str, *, headers: Mapping[str, str], body: Any = None, secrets: Sequence[str], what: str,
+               limits: net.Limits = net.Limits()) -> Any:  # fmt: skip
     data = json.dumps(body).encode("utf-8") if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     for key, value in headers.items():
         req.add_header(key, value)
     if data is not None:
         req.add_header("Content-Type", "application/json")
-    shown = urllib.parse.urlunsplit(urllib.parse.urlsplit(url)[:3] + ("", ""))
+    shown = net.display_url(url)
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310
-            raw = resp.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", errors="replace")[:500]
-        msg = f"{what}: {method} {shown} answered HTTP {e.code}: {detail}"
+        status, raw = net.call(lambda timeout: net.urlopen(req, timeout), method=method, url=url, limits=limits, what=what)
+    except net.NetworkError as e:
+        msg = f"{what}: cannot reach {shown} ({e})"
         raise PublishError(redact(msg, secrets)) from None
-    except (urllib.error.URLError, OSError) as e:
-        msg = f"{what}: cannot reach {shown} ({getattr(e, 'reason', e)})"
-        raise PublishError(redact(msg, secrets)) from None
+    if status >= 400:
+        detail = raw.decode("utf-8", errors="replace")[:500]
+        msg = f"{what}: {method} {shown} answered HTTP {status}: {detail}"
+        raise PublishError(redact(msg, secrets))
     try:
         return json.loads(raw.decode("utf-8"))
     except ValueError:
@@ -219,7 +227,7 @@ def _http_json(method: str, url: str, *, headers: Mapping[str, str], body: Any =
         raise PublishError(msg) from None
 
 
-def trusted_publishing_token(env: Mapping[str, str], index_url: str) -> str:
+def trusted_publishing_token(env: Mapping[str, str], index_url: str, limits: net.Limits = net.Limits()) -> str:
     """Exchange the GitHub Actions OIDC token for a short-lived upload token of the index."""
     request_url, request_token = env.get(OIDC_URL_ENV, ""), env.get(OIDC_TOKEN_ENV, "")
     if not request_url or not request_token:
@@ -231,7 +239,7 @@ def trusted_publishing_token(env: Mapping[str, str], index_url: str) -> str:
         raise UsageError(msg)
     secrets = [request_token]
     index = index_url.rstrip("/")
-    audience = _http_json("GET", f"{index}/_/oidc/audience", headers={}, secrets=secrets, what="trusted publishing (audience)").get("audience")
+    audience = _http_json("GET", f"{index}/_/oidc/audience", headers={}, secrets=secrets, what="trusted publishing (audience)", limits=limits).get("audience")
     if not isinstance(audience, str) or not audience:
         msg = f"trusted publishing: {index}/_/oidc/audience named no audience; does the index support trusted publishing?"
         raise PublishError(msg)
@@ -243,12 +251,13 @@ def trusted_publishing_token(env: Mapping[str, str], index_url: str) -> str:
         headers={"Authorization": f"bearer {request_token}"},
         secrets=secrets,
         what="trusted publishing (GitHub OIDC token)",
+        limits=limits,
     ).get("value")
     if not isinstance(oidc, str) or not oidc:
         msg = "trusted publishing: GitHub answered no OIDC token (`value`)"
         raise PublishError(msg)
     secrets.append(oidc)
-    minted = _http_json("POST", f"{index}/_/oidc/mint-token", headers={}, body={"token": oidc}, secrets=secrets, what="trusted publishing (mint token)")
+    minted = _http_json("POST", f"{index}/_/oidc/mint-token", headers={}, body={"token": oidc}, secrets=secrets, what="trusted publishing (mint token)", limits=limits)
     token = minted.get("token") if isinstance(minted, dict) else None
     if not isinstance(token, str) or not token:
         detail = redact(json.dumps(minted)[:500], secrets)
@@ -279,23 +288,56 @@ def twine_env(env: Mapping[str, str], username: str, token: str) -> Dict[str, st
     return result
 
 
-def run_scrubbed(argv: Sequence[str], env: Mapping[str, str], secrets: Sequence[str]) -> str:
-    """Run ``argv``, passing its output through with every secret replaced; raise on failure."""
+class TwineSilent(PublishError):
+    """twine said nothing for longer than its watchdog allows (the index accepted the connection and
+    never answered, or the network stalled); it was ended."""
+
+
+def run_scrubbed(argv: Sequence[str], env: Mapping[str, str], secrets: Sequence[str], *, silence_s: Optional[float] = None,
+                 start_s: float = TWINE_START_S) -> str:  # fmt: skip
+    """Run ``argv``, passing its output through with every secret replaced; raise on failure. With
+    ``silence_s``, a watchdog ends the tool when it prints nothing for that long (``start_s`` before
+    its first line) and raises TwineSilent."""
     print(f"+ {redact(join_argv(argv), secrets)}", flush=True)
     tail: Deque[str] = collections.deque(maxlen=process.TAIL_LINES)
-    lines = []
+    lines: List[str] = []
     try:
         proc = subprocess.Popen(list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except FileNotFoundError as e:
         msg = f"cannot run {argv[0]}: {e.strerror}"
         raise ToolNotFound(msg) from None
     assert proc.stdout is not None
-    for raw in proc.stdout:
+    out: "queue.Queue[Optional[bytes]]" = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            out.put(raw)
+        out.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = None if silence_s is None else time.monotonic() + max(start_s, silence_s)
+    silent = False
+    while True:
+        try:
+            raw = out.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            silent = True
+            proc.kill()
+            break
+        if raw is None:
+            break
         line = redact(raw.decode("utf-8", errors="replace").rstrip("\r\n"), secrets)
         print(line, flush=True)
         tail.append(line)
         lines.append(line)
+        if silence_s is not None:
+            deadline = time.monotonic() + silence_s
     code = proc.wait()
+    proc.stdout.close()
+    if silent:
+        msg = f"twine printed nothing for {silence_s:.1f} s and was ended (its last line: {tail[-1] if tail else '(none)'})"
+        raise TwineSilent(msg)
     if code != 0:
         shown = "\n".join("    " + line for line in tail) or "    (no output)"
         msg = f"twine upload exited with code {code}:\n{shown}"
@@ -316,8 +358,9 @@ def publish(job: PublishJob, env: Mapping[str, str]) -> List[Path]:
     for path in files:
         print(f"  {sums[path.name]}  {path.name}", flush=True)
 
+    limits = net.limits_from_env(env)
     if job.trusted_publishing:
-        token, username = trusted_publishing_token(env, job.oidc_url or oidc_index_url(job.repository_url)), "__token__"
+        token, username = trusted_publishing_token(env, job.oidc_url or oidc_index_url(job.repository_url), limits), "__token__"
     else:
         token, username = static_token(env), env.get("TWINE_USERNAME", "").strip() or "__token__"
     secrets = [token] + [env.get(n, "") for n in DROPPED_ENV if n != "TWINE_USERNAME"]
@@ -326,33 +369,59 @@ def publish(job: PublishJob, env: Mapping[str, str]) -> List[Path]:
     same_host = urllib.parse.urlsplit(job.index_url).netloc == urllib.parse.urlsplit(job.repository_url).netloc
     auth = base64.b64encode(f"{username}:{token}".encode("utf-8")).decode("ascii") if same_host else None
     secrets.append(auth or "")
-    on_index = existing_files(job.index_url, infos[0].name.lower().replace("_", "-"), auth=auth, secrets=secrets)
-    todo = []
-    for path in files:
-        if path.name not in on_index:
-            todo.append(path)
-            continue
-        listed = on_index[path.name]
-        if listed is not None and listed != sums[path.name]:
+    project = infos[0].name.lower().replace("_", "-")
+    uploaded = 0
+    for attempt in range(limits.retries + 1):
+        on_index = existing_files(job.index_url, project, auth=auth, secrets=secrets, limits=limits)
+        todo = []
+        for path in files:
+            if path.name not in on_index:
+                todo.append(path)
+                continue
+            listed = on_index[path.name]
+            if listed is not None and listed != sums[path.name]:
+                msg = (
+                    f"{job.index_url} already holds {path.name} with sha256 {listed}, but this file has {sums[path.name]}; "
+                    "an index never replaces a file: release a new version. Nothing was uploaded."
+                )
+                raise PublishError(msg)
+            if attempt == 0:
+                print(f"skipping {path.name}: already on the index" + (" (same sha256)" if listed else ""), flush=True)
+        if not todo:
+            if attempt:
+                print(f"the index lists every wheel now: the upload that did not answer in time went through", flush=True)
+                uploaded = -1
+            break
+        silence = limits.transfer_timeout(max(path.stat().st_size for path in todo))
+        try:
+            run_scrubbed(twine_argv(twine, job.repository_url, todo), twine_env(env, username, token), secrets, silence_s=silence)
+        except TwineSilent as e:
+            if attempt < limits.retries:
+                wait = net.backoff(attempt + 1)
+                print(f"upload to {job.repository_url}: {e}; asking the index what it has and trying again in {wait:g} s "
+                      f"(retry {attempt + 1} of {limits.retries})", flush=True)  # fmt: skip
+                time.sleep(wait)
+                continue
             msg = (
-                f"{job.index_url} already holds {path.name} with sha256 {listed}, but this file has {sums[path.name]}; "
-                "an index never replaces a file: release a new version. Nothing was uploaded."
+                f"upload to {job.repository_url} did not answer: {e}, {limits.retries + 1} time(s) ({limits.describe()}).\n"
+                "check that the index is reachable; files uploaded before stay, and rerunning is safe (files already on the index are skipped)"
             )
-            raise PublishError(msg)
-        print(f"skipping {path.name}: already on the index" + (" (same sha256)" if listed else ""), flush=True)
-    if not todo:
+            raise PublishError(msg) from None
+        except PublishError as e:
+            msg = (
+                f"upload to {job.repository_url} failed: {e}\n"
+                "check that the index is reachable and the token may upload to the project; files uploaded before the "
+                "failure stay, and rerunning is safe (files already on the index are skipped)"
+            )
+            raise PublishError(msg) from None
+        uploaded = len(todo)
+        break
+    if uploaded < 0:
+        return files
+    if not uploaded:
         print(f"nothing to upload: all {len(files)} wheel(s) are already on {job.index_url}", flush=True)
         return files
-    try:
-        run_scrubbed(twine_argv(twine, job.repository_url, todo), twine_env(env, username, token), secrets)
-    except PublishError as e:
-        msg = (
-            f"upload to {job.repository_url} failed: {e}\n"
-            "check that the index is reachable and the token may upload to the project; files uploaded before the "
-            "failure stay, and rerunning is safe (files already on the index are skipped)"
-        )
-        raise PublishError(msg) from None
-    print(f"published {len(todo)} wheel(s) to {job.repository_url}; {len(files) - len(todo)} already there were skipped", flush=True)
+    print(f"published {uploaded} wheel(s) to {job.repository_url}; {len(files) - uploaded} already there were skipped", flush=True)
     return files
 
 

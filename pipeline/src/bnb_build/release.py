@@ -77,15 +77,22 @@ INCOMPLETE_MARKER = "INCOMPLETE.md"
 for testing only, and :func:`check_wheel_set` refuses to release it."""
 
 
-def incomplete_notice(failed: Sequence[str]) -> str:
-    """wheels/INCOMPLETE.md: the wheels beside it come from a run in which `failed` failed (both
-    executors write it)."""
-    return (
-        "# Incomplete wheel set\n\n"
-        f"These wheels were packed with --keep-going while {len(failed)} job(s) failed: {', '.join(failed)}.\n"
-        "They are for testing only: `pre-release` and `publish` refuse this folder.\n"
-        "Fix the failures (see failures.md next to this folder) and build again to get a releasable set.\n"
-    )
+def incomplete_notice(failed: Sequence[str], *, keep_going: bool = True, missing: Sequence[str] = ()) -> str:
+    """wheels/INCOMPLETE.md: the wheels beside it come from a run in which `failed` failed, or lack the
+    planned libraries `missing` (build-wheels --libs with a folder holding only some); `keep_going`:
+    whether --keep-going was given (the notice names it only then). Both executors write it."""
+    lines = ["# Incomplete wheel set", ""]
+    if failed:
+        how = "with --keep-going " if keep_going else ""
+        lines.append(f"These wheels were packed {how}while {len(failed)} job(s) failed: {', '.join(failed)}.")
+    if missing:
+        lines.append(f"They lack {len(missing)} planned library(ies) that the --libs folder did not hold: {', '.join(missing)}.")
+    lines.append("They are for testing only: `pre-release` and `publish` refuse this folder.")
+    if failed:
+        lines.append("Fix the failures (see failures.md next to this folder) and build again to get a releasable set.")
+    if missing:
+        lines.append("Build the missing libraries (or pass a --libs folder holding every planned one) to get a releasable set.")
+    return "\n".join(lines) + "\n"
 
 
 HEADINGS = (

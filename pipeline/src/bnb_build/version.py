@@ -4,7 +4,8 @@ Command line (docs/contracts.md)::
 
     python3 -m bnb_build version --source src
 
-In order: the first line of ``VERSION`` where that file exists; a static ``[project] version`` of
+In order: the first line of ``VERSION`` where that file exists (a ``VERSION`` that is empty or whose
+first line is not a version is refused, never skipped: exit code 2); a static ``[project] version`` of
 ``pyproject.toml``; ``__version__ = "..."`` in the package's ``__init__.py``; a literal
 ``version="..."`` (or ``"version": "..."``) in ``setup.py``; and, when none of these gives one, the
 PEP 517 backend itself: ``prepare_metadata_for_build_wheel`` in an isolated build environment
@@ -24,11 +25,19 @@ import sys
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from .errors import InputError, run_step
+from .errors import InputError, UsageError, run_step
 
 _VERSION = re.compile(r"^\d+(\.\d+)*([.-]?(a|b|rc|dev|post|preview)\d*)*(\+[\w.]+)?$")
 _SETUP_VERSION = re.compile(r"""["']?version["']?\s*[:=]\s*["']([^"']+)["']""")
 _PROJECT_VERSION = re.compile(r'(?ms)^\[project\]\s*$.*?^version\s*=\s*"([^"]+)"')
+
+
+VERSION_FORMAT = "a version such as 0.1.0, 1.2.0rc1 or 0.45.1.dev0"
+"""What a version looks like, for messages."""
+
+
+class VersionFileError(UsageError):
+    """The tree's VERSION file is empty, not text, or its first line is not a version."""
 
 
 def _checked(value: Optional[str]) -> Optional[str]:
@@ -37,11 +46,12 @@ def _checked(value: Optional[str]) -> Optional[str]:
 
 
 def static_version(*, version_file: Optional[str] = None, pyproject: Optional[str] = None, package_init: Optional[str] = None,
-                   setup_py: Optional[str] = None) -> Optional[str]:  # fmt: skip
-    """The version the tree's files state without running anything, or None."""
+                   setup_py: Optional[str] = None, version_origin: str = "VERSION") -> Optional[str]:  # fmt: skip
+    """The version the tree's files state without running anything, or None. A VERSION file
+    (`version_file`, its text; `version_origin` names it in messages) decides alone:
+    VersionFileError when it states no version."""
     if version_file is not None:
-        first = version_file.strip().splitlines()[0] if version_file.strip() else ""
-        return _checked(first)
+        return version_from_file(version_file, origin=version_origin)
     if pyproject:
         project = _project_table(pyproject)
         if "version" not in project.get("dynamic", []) and _checked(project.get("version")):
@@ -55,6 +65,19 @@ def static_version(*, version_file: Optional[str] = None, pyproject: Optional[st
             if _checked(match.group(1)):
                 return _checked(match.group(1))
     return None
+
+
+def version_from_file(text: str, *, origin: str = "VERSION") -> str:
+    """The version on the first line of a VERSION file's text; VersionFileError naming the file
+    (`origin`) and what it holds."""
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not first:
+        raise VersionFileError(f"{origin} is empty: write {VERSION_FORMAT} on its first line")
+    found = _checked(first)
+    if found is None:
+        shown = first if len(first) <= 60 else first[:60] + "..."
+        raise VersionFileError(f"{origin} holds {shown!r}, which is not a version: write {VERSION_FORMAT} on its first line")
+    return found
 
 
 def _project_table(text: str) -> dict:
@@ -115,10 +138,18 @@ def tree_version(source: Path, env: Mapping[str, str], package: str = "bitsandby
 
     def read(rel: str) -> Optional[str]:
         path = source / rel
-        return path.read_text(encoding="utf-8") if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise VersionFileError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+        except OSError as e:
+            raise InputError(f"{path} cannot be read: {e.strerror or e}") from None
 
-    found = static_version(version_file=read("VERSION"), pyproject=read("pyproject.toml"), package_init=read(f"{package}/__init__.py"),
-                           setup_py=read("setup.py"))  # fmt: skip
+    texts = {"version_file": read("VERSION"), "pyproject": read("pyproject.toml"), "package_init": read(f"{package}/__init__.py"),
+             "setup_py": read("setup.py")}  # fmt: skip
+    found = static_version(**texts, version_origin=str(source / "VERSION"))
     if found:
         return found
     if not (source / "pyproject.toml").is_file() and not (source / "setup.py").is_file():

@@ -12,9 +12,10 @@ Terms:
   ``--package`` (default ``bitsandbytes``; dots are folders) loads ``libbitsandbytes_*`` from beside
   its modules;
 - tag: the wheel's platform tag; every wheel of this step is ``<name>-<version>-py3-none-<tag>.whl``;
-- constraints file: ``--constraints FILE``, by default ``step-requirements.txt`` two folders above
-  this package, which is ``pipeline/step-requirements.txt`` in the repository and
-  ``/opt/bnb/step-requirements.txt`` in the Dagger containers; it pins the tree's build requirements;
+- constraints file: ``--constraints FILE``, by default the ``step-requirements.txt`` the step package
+  ships with (package_files.py: inside the package of an installed pipeline,
+  ``pipeline/step-requirements.txt`` in the repository, ``/opt/bnb/step-requirements.txt`` in the
+  Dagger containers); it pins the tree's build requirements;
 - vendored library: a library of this machine named by ``--vendor`` (a soname, e.g. ``libgomp.so.1``)
   that auditwheel copies into ``<distribution>.libs/`` of the wheel.
 
@@ -81,6 +82,7 @@ import importlib.util
 import io
 import json
 import os
+import platform as platform_module
 import re
 import shutil
 import subprocess
@@ -92,7 +94,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from . import binfmt, elf, process
+from . import binfmt, elf, package_files, process
 from .errors import InputError, ToolFailed, ToolNotFound, UsageError, WheelError, join_argv, run_step
 from .files import remove_tree
 from .platforms import (
@@ -112,10 +114,9 @@ PACKAGE_DIR = "bitsandbytes"  # the default --package
 IGNORED_SOURCE_NAMES = (".git", "__pycache__", "*.pyc")
 # The one backend that is handed the tag (config setting wheel.tags); the wheels of others are retagged.
 SCIKIT_BUILD_BACKEND = "scikit_build_core.build"
-CONSTRAINTS_NAME = "step-requirements.txt"
-# The constraints file when --constraints is not given: two folders above the bnb_build package.
-_STEPS_HOME = Path(__file__).resolve().parent
-DEFAULT_CONSTRAINTS = (_STEPS_HOME.parent.parent if len(_STEPS_HOME.parents) >= 2 else _STEPS_HOME) / CONSTRAINTS_NAME
+CONSTRAINTS_NAME = package_files.PINS_NAME
+# The constraints file when --constraints is not given: the pins the step package ships with.
+DEFAULT_CONSTRAINTS = package_files.step_requirements()
 
 _PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SONAME = re.compile(r"^[A-Za-z0-9_+.-]+\.so(\.[0-9]+)*$")
@@ -387,6 +388,20 @@ def repair_command(python: str, wheel: Path, tag: str, excluded: Sequence[str], 
     return argv + ["-w", str(out_dir), str(wheel)]
 
 
+def foreign_repair(argv: Sequence[str], tag: str, machine: Optional[str] = None) -> List[str]:
+    """auditwheel repairs a wheel of another architecture (it reads the arch from the wheel's name), but
+    its --plat (and AUDITWHEEL_PLAT) accept only this machine's tags: such a wheel is repaired with
+    `--plat auto` (the policy its libraries meet), and the step retags it to ``tag`` afterwards, as it
+    does any multi-tag. ``argv`` unchanged for a wheel of this machine's arch."""
+    found = (machine or platform_module.machine()).lower()
+    native = {"amd64": "x86_64", "arm64": "aarch64"}.get(found, found)
+    argv = list(argv)
+    if tag.endswith(f"_{native}") or "--plat" not in argv:
+        return argv
+    at = argv.index("--plat")
+    return [*argv[: at + 1], "auto", *argv[at + 2 :]]
+
+
 def grafted_source_name(name: str) -> str:
     """The name a grafted library had on the machine: ``libgomp-1a2b3c4d.so.1.0.0`` -> ``libgomp.so.1.0.0``."""
     return re.sub(r"-[0-9a-f]{8}(?=\.)", "", name, count=1)
@@ -439,6 +454,25 @@ def retag_command(python: str, wheel: Path, tag: str) -> List[str]:
     return [python, "-m", "wheel", "tags", "--remove", "--python-tag", "py3", "--abi-tag", "none", "--platform-tag", tag, str(wheel)]
 
 
+CROSS_SYSROOTS = {"aarch64": "/usr/aarch64-linux-gnu/lib", "x86_64": "/usr/x86_64-linux-gnu/lib"}
+"""Linux arch -> the library folder of Debian's cross sysroot for it (libc6-<arch>-cross, libgomp1-<arch>-cross)."""
+
+
+def with_cross_sysroot(env: Mapping[str, str], platform: Platform, machine: str, sysroots: Mapping[str, str] = CROSS_SYSROOTS) -> Dict[str, str]:
+    """``env`` where auditwheel finds the libraries of a Linux ``platform`` of another architecture than
+    this ``machine``'s (libraries cross-built with Debian's cross gcc need that gcc's libgomp): the
+    cross sysroot's library folder first in AUDITWHEEL_LD_LIBRARY_PATH, where it exists."""
+    result = dict(env)
+    folder = sysroots.get(platform.arch)
+    native = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+    if platform.os != "linux" or native == platform.arch or folder is None or not Path(folder).is_dir():
+        return result
+    before = result.get("AUDITWHEEL_LD_LIBRARY_PATH", "")
+    result["AUDITWHEEL_LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (folder, before) if p)
+    print(f"{platform.id} libraries on a {native} machine: auditwheel looks in {folder} (the cross sysroot) first", flush=True)
+    return result
+
+
 def backend_environment(env: Mapping[str, str]) -> Dict[str, str]:
     result = process.reproducible_env(env)
     result["BNB_SKIP_CMAKE"] = "1"
@@ -459,7 +493,7 @@ def resolve_constraints(path: Path) -> Path:
     if not path.is_file():
         msg = (
             f"constraints file {path} not found: pass --constraints FILE (the pins of pipeline/{CONSTRAINTS_NAME}) "
-            f"or put {CONSTRAINTS_NAME} two folders above the bnb_build package"
+            f"or put {CONSTRAINTS_NAME} at one of {', '.join(str(c) for c in package_files.pins_candidates(package_files.package_dir()))}"
         )
         raise InputError(msg)
     return path.resolve()
@@ -626,7 +660,7 @@ def build(job: WheelJob, env: Mapping[str, str]) -> Path:
     if backend is None and not (job.source / "setup.py").is_file():
         msg = f"--source {job.source} has neither a pyproject.toml naming a build-backend nor a setup.py: it is not a Python project"
         raise InputError(msg)
-    run_env = backend_environment(env)
+    run_env = with_cross_sysroot(backend_environment(env), job.platform, platform_module.machine())
     python = process.python_executable()
 
     job.out.mkdir(parents=True, exist_ok=True)
@@ -668,6 +702,7 @@ def build(job: WheelJob, env: Mapping[str, str]) -> Path:
         built_dir.mkdir()
         process.run(build_command(python, backend, source.name, built_dir.name, tag, constraints), env=run_env, cwd=staging)
         built = _one_wheel(built_dir, f"the build backend {backend or 'setuptools (legacy)'}")
+        keep_planned_libraries(built, job.package_dir, libraries)
         built = retag(built, tag, python, run_env)
 
         if plan.vendored:
@@ -681,7 +716,7 @@ def build(job: WheelJob, env: Mapping[str, str]) -> Path:
             repaired_dir.mkdir()
             grafts = ", ".join(f"{soname} ({path})" for soname, path in plan.vendored.items())
             print(f"vendoring {grafts}; excluding {', '.join(plan.excluded) or 'nothing else'}", flush=True)
-            process.run(repair_command(python, built.resolve(), tag, plan.excluded, repaired_dir.resolve()), env=run_env, cwd=staging)
+            process.run(foreign_repair(repair_command(python, built.resolve(), tag, plan.excluded, repaired_dir.resolve()), tag), env=run_env, cwd=staging)
             built = retag(_one_wheel(repaired_dir, "auditwheel repair"), tag, python, run_env)
 
         normalised = staging / built.name
@@ -694,6 +729,49 @@ def build(job: WheelJob, env: Mapping[str, str]) -> Path:
         remove_tree(staging)
     print(f"wrote {final} ({_sha256(final)})", flush=True)
     return final
+
+
+def keep_planned_libraries(wheel: Path, package_dir: str, libraries: Sequence[Path]) -> List[str]:
+    """Put the libraries of --libs back into ``wheel`` where the tree's build backend replaced one with
+    a build of its own (a setup.py that always runs CMake builds the CPU library during the wheel
+    build): the wheel holds the planned bytes, and each replacement is printed. A library the backend
+    added beyond --libs stays, and the final check refuses it. RECORD's rows of replaced files are
+    rewritten. Returns what was changed."""
+    planned = {f"{package_dir}/{lib.name}": lib.read_bytes() for lib in libraries}
+    with zipfile.ZipFile(wheel) as z:
+        entries = [(info, z.read(info)) for info in z.infolist()]
+    changed: List[str] = []
+    kept = []
+    for info, data in entries:
+        name = info.filename
+        if name in planned:
+            if data != planned[name]:
+                changed.append(f"replaced {name}, which the build backend built, by the planned library")
+                data = planned[name]
+        kept.append((info, data))
+    if not changed:
+        return []
+    for line in changed:
+        print(f"the tree's build backend ran CMake itself: {line}", flush=True)
+    rows = {info.filename: data for info, data in kept}
+    record_name = next((n for n in rows if n.endswith(".dist-info/RECORD")), None)
+    if record_name is not None:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        for row in csv.reader(io.StringIO(rows[record_name].decode("utf-8"))):
+            if not row or row[0] not in rows or row[0] == record_name:
+                if row and row[0] == record_name:
+                    writer.writerow(row)
+                continue
+            digest = base64.urlsafe_b64encode(hashlib.sha256(rows[row[0]]).digest()).rstrip(b"=").decode("ascii")
+            writer.writerow([row[0], f"sha256={digest}", len(rows[row[0]])])
+        rows[record_name] = out.getvalue().encode("utf-8")
+    partial = wheel.with_name(wheel.name + ".partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+        for info, _ in kept:
+            z.writestr(info, rows[info.filename])
+    os.replace(partial, wheel)
+    return changed
 
 
 def _one_wheel(folder: Path, writer: str) -> Path:

@@ -33,6 +33,9 @@ def load_lock(path: Path) -> dict[str, str | None]:
     except tomllib.TOMLDecodeError as e:
         msg = f"{path}: not valid TOML ({e}); fix the file or regenerate it with lock-images"
         raise MatrixError(msg) from None
+    except (OSError, UnicodeDecodeError) as e:
+        msg = f"image lock file {path} cannot be read ({getattr(e, 'strerror', None) or e}); fix it or regenerate it with lock-images"
+        raise MatrixError(msg) from None
     unknown = sorted(set(data) - {"images"})
     if unknown:
         msg = f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))}; allowed: images"

@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import SelectionError, allowed_list, did_you_mean
 from .matrix import LOCK_FILE, Matrix
-from .plan import Job, WheelJob
+from .plan import Dropped, Job, WheelJob
 from .shards import IN_CONTAINERS, ci_matrix, pull_size
 
 TAG_ONLY = "(tag only)"
@@ -27,8 +27,9 @@ def check_format(value: str) -> str:
     return value
 
 
-def render_plan(fmt: str, matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJob]) -> str:
-    """The plan in one of PLAN_FORMATS (the one rendering both `bnb-ci plan` and `dagger call plan` use)."""
+def render_plan(fmt: str, matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJob], dropped: Sequence[Dropped] = ()) -> str:
+    """The plan in one of PLAN_FORMATS (the one rendering both `bnb-ci plan` and `dagger call plan` use);
+    `dropped`: the jobs the tree's build cannot make (`plan.dropped_jobs`), listed by the table."""
     check_format(fmt)
     if fmt == "json":
         return json.dumps(jobs_json(jobs), indent=2) + "\n"
@@ -36,7 +37,7 @@ def render_plan(fmt: str, matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[
         return support_table(jobs, wheels) + "\n"
     if fmt == "ci-matrix":
         return json.dumps(ci_matrix(matrix, jobs), indent=2) + "\n"
-    return format_table(jobs, wheels) + "\n"
+    return format_table(jobs, wheels, dropped) + "\n"
 
 
 def image_cell(image: str | None, pinned: bool) -> str:
@@ -52,12 +53,18 @@ def job_row(job: Job) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def format_table(jobs: Sequence[Job], wheels: Sequence[WheelJob] = ()) -> str:
-    """The plan as an aligned text table, then one line per wheel and a summary."""
+def format_table(jobs: Sequence[Job], wheels: Sequence[WheelJob] = (), dropped: Sequence[Dropped] = ()) -> str:
+    """The plan as an aligned text table, why each toolchain was chosen where the tree decided it, the
+    jobs the tree cannot build (and why), then one line per wheel and a summary."""
     lines = _aligned([COLUMNS, *(job_row(job) for job in jobs)])
+    reasons = [(job.id, job.toolchain_reason) for job in jobs if job.toolchain_reason]
+    if reasons:
+        lines += ["", "toolchains chosen for the tree:", *_aligned([("  " + job_id, reason) for job_id, reason in reasons])]
+    if dropped:
+        lines += ["", f"not planned: {len(dropped)} job(s) the tree's build cannot make:", *_aligned([("  " + d.id, d.reason) for d in dropped])]
     if wheels:
-        wheel_rows = [("wheel", "plat_tag", "runner", "image", "libraries")]
-        wheel_rows += [(w.id, w.plat_tag, w.runner, image_cell(w.image, w.image_pinned), str(len(w.libraries))) for w in wheels]
+        wheel_rows = [("wheel", "plat_tag", "cpu_floor", "runner", "image", "libraries")]
+        wheel_rows += [(w.id, w.plat_tag, w.cpu_floor or "-", w.runner, image_cell(w.image, w.image_pinned), str(len(w.libraries))) for w in wheels]
         lines.append("")
         lines += _aligned(wheel_rows)
     unpinned = {job.image for job in [*jobs, *wheels] if job.image and not job.image_pinned}

@@ -220,14 +220,18 @@ class NativeInstall(_Strict):
     (13.0.2), {major_minor} (13.0), and in `env` also {prefix} (what the method reports).
 
     method "nvidia-installer": download `url` and run it silently with the sub-packages `packages`;
-    the toolkit lands in `prefix`. method "pip": `pip install` of `packages` (plus `args`), then the
+    the toolkit lands in `prefix`. method "nvidia-redist": read NVIDIA's redistributable manifest
+    `url` (redistrib_<version>.json), download the archive of each component of `packages` for
+    `archive_platform` (checked against the manifest's sha256) and unpack them into `prefix`.
+    method "pip": `pip install` of `packages` (plus `args`), then the
     commands of `after`; method "intel-installer": download `url` and run it with `args`, then take
     the environment that `setvars` (a batch file) sets."""
 
     platforms: tuple[str, ...]
     since: str | None = None
-    method: Literal["nvidia-installer", "pip", "intel-installer"]
+    method: Literal["nvidia-installer", "nvidia-redist", "pip", "intel-installer"]
     url: str | None = None
+    archive_platform: str | None = None  # nvidia-redist: the manifest's platform key (e.g. windows-x86_64)
     packages: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
@@ -242,6 +246,11 @@ class NativeInstall(_Strict):
         if self.method in ("nvidia-installer", "intel-installer") and not self.url:
             msg = f"method {self.method!r} needs `url` (the installer to download)"
             raise ValueError(msg)
+        if self.method == "nvidia-redist":
+            missing = [name for name in ("url", "packages", "archive_platform", "prefix") if not getattr(self, name)]
+            if missing:
+                msg = f"method 'nvidia-redist' needs {', '.join(f'`{m}`' for m in missing)} (manifest, components, its platform key, where to unpack)"
+                raise ValueError(msg)
         if self.method == "pip" and not self.packages:
             msg = "method 'pip' needs `packages`"
             raise ValueError(msg)
@@ -258,8 +267,10 @@ class CiSettings(_Strict):
     native_runners: dict[str, str]
     cpus: int
     memory_gb: float
-    disk_gb: float
-    disk_after_cleanup_gb: float
+    disk_gb: float  # free on / of a fresh runner
+    disk_after_cleanup_gb: float  # free on / after the workflow's make-room step removed preinstalled tools
+    engine_disk_gb: float  # free on the runner's second disk (/mnt), where the make-room step moves the engine's state
+    compressed_layers_share: float  # the compressed layers an engine keeps beside an unpacked image, as a share of its size
     build_headroom_gb: float
     large_image_gb: float
 
@@ -582,6 +593,12 @@ def load_matrix(path: Path | str | None = None, *, lock_path: Path | str | None 
         raise MatrixError(msg) from None
     except tomllib.TOMLDecodeError as e:
         msg = f"{matrix_path}: not valid TOML ({e})"
+        raise MatrixError(msg) from None
+    except UnicodeDecodeError as e:
+        msg = f"matrix file {matrix_path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+        raise MatrixError(msg) from None
+    except OSError as e:  # a folder, no permission, an I/O error
+        msg = f"matrix file {matrix_path} cannot be read: {e.strerror or e}; pass a readable file or omit it for the built-in matrix"
         raise MatrixError(msg) from None
     if "image_digests" in data:
         msg = f"{matrix_path}: image digests belong in {lock.name}, not in the matrix; remove `image_digests`"

@@ -64,9 +64,11 @@ class Selection(BaseModel):
     """Which jobs to plan. Empty means everything; values are checked against the matrix by `plan_jobs`.
 
     backends: family or backend names (cpu, cuda, rocm or hip, xpu). versions: toolkit versions, exact or
-    leading parts ("12.8" selects 12.8.1; a version never selects cpu jobs). platforms: platform ids.
+    leading parts ("12.8" selects 12.8.1); a version applies to the families that have it, and a family
+    named in backends is never dropped (cpu, which has no versions, included). platforms: platform ids.
     archs: an arch list that replaces the matrix's for every selected GPU job (like upstream's
-    CUDA_TARGETS), checked against each job's toolkit.
+    CUDA_TARGETS), checked against each job's toolkit. An empty or blank value is refused, never read
+    as "everything" (`check_selection_values`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -100,7 +102,8 @@ class Job(BaseModel):
     setup: list[str]
     env: dict[str, str]
     optional_sources: list[str] = []  # the pipeline's defaults: copied where the tree has them
-    toolchain: str | None = None  # "zig" (runner cross: a toolchain file of the pipeline) or "gcc" (OpenMP trees' Linux CPU builds)
+    toolchain: str | None = None  # "zig" (runner cross: a toolchain file of the pipeline), "gcc" (OpenMP trees' Linux CPU builds) or "msvc" (Windows CPU builds of trees written for MSVC)
+    toolchain_reason: str = ""  # why this toolchain builds the job, where the tree's CMake decided it
     toolchain_file: str | None = None  # runner cross: the pipeline's toolchain file the native step hands CMake (bnb_build/cmake/)
     openmp_wanted: bool = False  # the tree's CMake asks for OpenMP (its CPU library should link it)
     toolkit_components: list[str] = []  # CUDA libraries the tree's CMake links (CUDA::cublas, ...): the toolkit must have them
@@ -161,6 +164,15 @@ class Job(BaseModel):
         Reads the files under `repo_root`; pure given their contents."""
         return bnb_inputs.job_digest(repo_root, self.sources, self.inputs(toolkit=toolkit), steps_dir=steps_dir or STEP_PROGRAMS,
                                      optional_patterns=self.optional_sources)  # fmt: skip
+
+
+class Dropped(BaseModel):
+    """A job the matrix has and the tree's build cannot make: its id and why (capabilities.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    reason: str
 
 
 class WheelJob(BaseModel):
@@ -235,15 +247,39 @@ WINE_PYTHON_DIR = "wine-python"
 """Where the try step finds the Windows CPython it runs win_amd64 wheels with under Wine."""
 
 
-def try_argv(*, script: str | None, wine_python: bool = False, wheels: str = "wheels", report: str = "tries.md") -> list[str]:
+def try_argv(*, script: str | None, wine_python: bool = False, checks: Sequence[str] = (), wheels: str = "wheels",
+             report: str = "tries.md") -> list[str]:  # fmt: skip
     """The try step's command line: every wheel in `wheels` installed into a clean environment and
-    `script` (a path below the tree's root, None: an import check) run with it; tries.md (+ tries.json)."""
+    `script` (a path below the tree's root, None: an import check) run with it, also at its CPU floor;
+    `checks` from `try_checks`; tries.md (+ tries.json)."""
     argv = [*STEP, "try-wheels", "--wheels", wheels, "--report", report]
     if script:
         argv += ["--script", f"{TRY_SCRIPT_DIR}/{script}"]
     if wine_python:
         argv += ["--wine-python", WINE_PYTHON_DIR]
-    return argv
+    return argv + list(checks)
+
+
+TRY_BACKEND = "cpu"
+"""The backend a try machine runs (it has no GPU): a try without script must find its library loaded."""
+
+
+def try_checks(matrix: Matrix, platforms: Sequence[str], tree: TreeFacts = DEFAULT_TREE) -> list[str]:
+    """The try step's checks for wheels of `platforms`: each one's CPU floor (`--floor`), the library of
+    TRY_BACKEND a try without script must find loaded (`--expect-library`), the tree's
+    runtime-libraries, which must not be loaded twice (`--runtime-library`), and its try-index-url
+    (`--index-url`)."""
+    family = next(f for _, f in matrix.families() if f.backend == TRY_BACKEND)
+    checks: list[str] = []
+    for platform in (p for p in matrix.platforms if p in platforms):
+        checks += ["--floor", f"{platform}={cpu_floor(matrix, platform, tree)}"]
+        for version in family.versions_on(platform):
+            checks += ["--expect-library", f"{platform}={matrix.library_name(family, version, platform)}"]
+    for library in tree.config.runtime_libraries:
+        checks += ["--runtime-library", library]
+    if tree.config.try_index_url:  # where the wheels' run-time dependencies come from
+        checks += ["--index-url", tree.config.try_index_url]
+    return checks
 
 
 def version_argv(*, source: str = "src", package: str = "bitsandbytes") -> list[str]:
@@ -315,28 +351,71 @@ def plan_jobs(matrix: Matrix, selection: Selection | None = None, tree: TreeFact
     """The build jobs for `selection`, ordered by platform (matrix order), family, then version; `tree`:
     what is known of the tree being built (its source subsets, whether it uses OpenMP, ...)."""
     selection = selection or Selection()
-    families = _selected_families(matrix, selection)
-    platforms = _selected_platforms(matrix, selection)
-    _check_versions(families, selection)
+    candidates = _candidates(matrix, selection)
+    dropped = {job_id(family, version, platform): reason for name, family, version, platform in candidates
+               if (reason := drop_reason(family, version, tree)) is not None}  # fmt: skip
     jobs = [
         _job(matrix, name, family, version, platform, tree)
-        for platform in platforms
-        for name, family in families
-        for version in family.versions_on(platform)
-        if not selection.versions or (version is not None and any(matches(version, v) for v in selection.versions))
+        for name, family, version, platform in candidates
+        if job_id(family, version, platform) not in dropped
     ]
     if not jobs:
         msg = f"the selection {_describe(selection)} matches no job; `bnb-ci plan` lists every job"
+        if dropped:
+            reasons = sorted(set(dropped.values()))
+            msg = f"the selection {_describe(selection)} matches only jobs the tree cannot build: {'; '.join(reasons)}"
         raise SelectionError(msg)
     if selection.archs is not None:
         jobs = _override_archs(matrix, jobs, selection.archs)
     return jobs
 
 
+def dropped_jobs(matrix: Matrix, selection: Selection | None = None, tree: TreeFacts = DEFAULT_TREE) -> list[Dropped]:
+    """The jobs of `selection` that `plan_jobs` leaves out because the tree's build cannot make them
+    (a COMPUTE_BACKEND its CMake does not know, a CUDA version its CMake refuses), each with why."""
+    return [Dropped(id=job_id(family, version, platform), reason=reason) for _, family, version, platform in _candidates(matrix, selection or Selection())
+            if (reason := drop_reason(family, version, tree)) is not None]  # fmt: skip
+
+
+def drop_reason(family: Family, version: str | None, tree: TreeFacts) -> str | None:
+    """Why the tree cannot build `family` at `version` (None: it can), from what its CMake says."""
+    caps = tree.capabilities
+    refusal = caps.backend_refusal(family.backend)
+    if refusal is not None:
+        return refusal
+    if family.backend == "cuda" and version is not None and (limit := caps.cuda_refusal(version)) is not None:
+        return f"its CMake refuses CUDA {version} ({limit.where}: \"{limit.message}\")"
+    return None
+
+
+def _candidates(matrix: Matrix, selection: Selection) -> list[tuple[str, Family, str | None, str]]:
+    """Every (family name, family, version, platform) the matrix has for `selection`."""
+    check_selection_values(selection)
+    families = _selected_families(matrix, selection)
+    platforms = _selected_platforms(matrix, selection)
+    _check_versions(families, selection)
+    return [
+        (name, family, version, platform)
+        for platform in platforms
+        for name, family in families
+        for version in family.versions_on(platform)
+        if _version_selected(name, family, version, selection)
+    ]
+
+
+WHEEL_CMAKE_SOURCES = ("CMakeLists.txt",)
+WHEEL_CMAKE_OPTIONAL = ("cmake/**", "csrc/**", "include/**")
+"""What a wheel job also gets when the tree's PEP 517 backend runs CMake itself (capabilities.py)."""
+
+
 def plan_wheels(matrix: Matrix, jobs: Sequence[Job], tree: TreeFacts = DEFAULT_TREE) -> list[WheelJob]:
     """One wheel job per platform that `jobs` build for, in matrix platform order."""
     sources = list(tree.config.sources.wheel or matrix.wheel.sources)
     optional = [] if tree.config.sources.wheel else list(matrix.wheel.optional_sources)
+    if not tree.config.sources.wheel and tree.capabilities.wheel_runs_cmake:
+        # its setup.py always runs CMake: without the CMake sources the wheel build stops
+        sources += [p for p in WHEEL_CMAKE_SOURCES if p not in sources]
+        optional += [p for p in WHEEL_CMAKE_OPTIONAL if p not in optional]
     wheels = []
     for platform_id, platform in matrix.platforms.items():
         built = [job for job in jobs if job.platform == platform_id]
@@ -372,7 +451,8 @@ def plan_wheels(matrix: Matrix, jobs: Sequence[Job], tree: TreeFacts = DEFAULT_T
 def expectations(matrix: Matrix, jobs: Sequence[Job], tree: TreeFacts = DEFAULT_TREE) -> dict[str, Any]:
     """What the audit step checks: per wheel its platform tag and libraries (and whether the tree's
     CMake asks for OpenMP); whether libraries of one backend and architecture must export the same C
-    symbols (the tree declares it); exemptions with reasons."""
+    symbols (the tree declares it); exemptions with reasons; per wheel its CPU floor, and whether the
+    tree's libraries dispatch at run time (the ISA report's failures, bnb_build.isa_report)."""
     wheels: dict[str, Any] = {}
     exemptions: dict[str, str] = {}
     for wheel in plan_wheels(matrix, jobs, tree):
@@ -386,8 +466,9 @@ def expectations(matrix: Matrix, jobs: Sequence[Job], tree: TreeFacts = DEFAULT_
             reason = matrix.family(job.family).audit_exemption
             if reason:
                 exemptions[job.library] = reason
-        wheels[wheel.platform] = {"plat_tag": wheel.plat_tag, "libraries": libraries}
-    return {"wheels": wheels, "exemptions": dict(sorted(exemptions.items())), "symbol_parity": tree.config.symbol_parity}
+        wheels[wheel.platform] = {"plat_tag": wheel.plat_tag, "libraries": libraries, "cpu_floor": wheel.cpu_floor}
+    return {"wheels": wheels, "exemptions": dict(sorted(exemptions.items())), "symbol_parity": tree.config.symbol_parity,
+            "runtime_dispatch": tree.config.runtime_dispatch}  # fmt: skip
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -397,8 +478,11 @@ def _job(matrix: Matrix, name: str, family: Family, version: str | None, platfor
     platform = matrix.platforms[platform_id]
     archs = list(family.archs_for(platform_id, version))
     cmake_args = _cmake_args(matrix, family, platform_id, archs)
+    if tree.config.strip != "debug":  # project.cmake's default keeps the symbol table
+        cmake_args.append(f"-DBNB_PIPELINE_STRIP={tree.config.strip}")
     openmp_build = _openmp_build(family, platform_id, platform.runner, tree)
-    cross = None if openmp_build else matrix.cross_toolchain(family, platform_id)
+    msvc_reason = _msvc_reason(name, platform.os, tree)
+    cross = None if openmp_build or msvc_reason else matrix.cross_toolchain(family, platform_id)
     toolchain_file = None
     if cross is not None:  # a Linux container on any host's architecture, or the host with the tool
         image, pinned = matrix.pinned(cross.image)
@@ -431,14 +515,16 @@ def _job(matrix: Matrix, name: str, family: Family, version: str | None, platfor
         optional_sources=[] if named.common else [*matrix.sources.common, *family.sources],
         setup=list(family.setup) if image and cross is None else [],
         env=dict(family.env) if image and cross is None else {},
-        toolchain=family.toolchain if cross is not None else family.openmp_toolchain if openmp_build else None,
+        toolchain=family.toolchain if cross is not None else family.openmp_toolchain if openmp_build else "msvc" if msvc_reason else None,
+        toolchain_reason=_toolchain_reason(name, platform.os, tree, msvc_reason, openmp_build),
         toolchain_file=toolchain_file,
         image_gb=image_gb,
         step_python=family.step_python if image and cross is None else "python3",
         compile_memory_gb=family.compile_memory_gb,
         openmp_wanted=tree.uses_openmp and name == "cpu",
         toolkit_components=list(tree.cuda_components) if family.backend == "cuda" else [],
-        vendor=list(family.vendor) if openmp_build else [],
+        # what a run-time dependency provides (the tree's runtime-libraries) is left to it, never vendored
+        vendor=[v for v in family.vendor if v not in tree.config.runtime_libraries] if openmp_build else [],
     )
 
 
@@ -449,6 +535,24 @@ def _openmp_build(family: Family, platform_id: str, runner: str, tree: TreeFacts
         return False
     choice = tree.config.cpu_toolchain
     return choice == "gcc" or (choice == "auto" and tree.uses_openmp)
+
+
+def _msvc_reason(name: str, os: str, tree: TreeFacts) -> str | None:
+    """Why a Windows CPU library of this tree is built with MSVC on a Windows runner (None: zig builds
+    it): the tree's CMake was written for MSVC there (capabilities.py), and the tree did not ask for zig."""
+    if name != "cpu" or os != "windows" or tree.config.cpu_toolchain == "zig":
+        return None
+    return tree.capabilities.msvc_reason()
+
+
+def _toolchain_reason(name: str, os: str, tree: TreeFacts, msvc_reason: str | None, openmp_build: bool) -> str:
+    if msvc_reason:
+        return f"MSVC on a Windows runner, as the tree's CMake expects: {msvc_reason}"
+    if openmp_build:
+        return "gcc in the manylinux image: the tree asks for OpenMP" if tree.config.cpu_toolchain != "gcc" else "gcc: the tree asks for it (cpu-toolchain)"
+    if name == "cpu" and os == "windows":
+        return "zig: the tree asks for it (cpu-toolchain)" if tree.config.cpu_toolchain == "zig" else "zig: the tree's CMake builds with MinGW-style clang as it is"
+    return ""
 
 
 def _cmake_args(matrix: Matrix, family: Family, platform_id: str, archs: list[str]) -> list[str]:
@@ -490,6 +594,39 @@ def _override_archs(matrix: Matrix, jobs: list[Job], text: str) -> list[Job]:
         cmake_args = _cmake_args(matrix, family, job.platform, archs)
         result.append(job.model_copy(update={"archs": archs, "cmake_args": cmake_args}))
     return result
+
+
+def check_selection_values(selection: Selection) -> None:
+    """Refuse an empty or blank value (SelectionError): an unset variable in `--cuda-version "$V"` must
+    not widen the selection to every version (an empty archs list likewise)."""
+    for field, values in (("backend", selection.backends), ("version", selection.versions), ("platform", selection.platforms)):
+        for value in values:
+            if not value.strip():
+                msg = (
+                    f"{field} {value!r} is empty: name a {field} (`bnb-ci plan` lists them), or leave the option out "
+                    f"to select every {field}; an unset variable gives an empty value"
+                )
+                raise SelectionError(msg)
+    if selection.archs is not None and not selection.archs.strip():
+        msg = f"archs {selection.archs!r} is empty: name GPU archs, e.g. \"75;90\" or \"gfx942\", or leave the option out to keep the matrix's lists"
+        raise SelectionError(msg)
+
+
+def _named(name: str, family: Family, selection: Selection) -> bool:
+    """Whether the selection names this family explicitly (by family or backend name)."""
+    return name in selection.backends or family.backend in selection.backends
+
+
+def _version_selected(name: str, family: Family, version: str | None, selection: Selection) -> bool:
+    """Whether `version` of `family` is selected. A requested version applies to the families that have
+    it; a family none of them applies to stays whole when the selection names it (`--backend cpu --backend
+    cuda --version 13.0.2` keeps cpu) and drops out when it does not (`--version 13.0.2` alone is cuda's)."""
+    if not selection.versions:
+        return True
+    applying = [wanted for wanted in selection.versions if any(matches(known, wanted) for known in family.all_versions())]
+    if applying:
+        return version is not None and any(matches(version, wanted) for wanted in applying)
+    return _named(name, family, selection)
 
 
 def _selected_families(matrix: Matrix, selection: Selection) -> list[tuple[str, Family]]:

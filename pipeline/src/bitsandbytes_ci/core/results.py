@@ -4,7 +4,7 @@ Every job of a run ends in one `JobResult`:
 - built: the step succeeded; `artifact` is the library, wheel or report it made, with its sha256;
 - skipped: it was not run, and `reason` says why (a missing toolchain, another platform, a failed
   library of the same wheel, ...);
-- failed: it ran and failed (`exit_code`, the last lines of its log, the log's path), or it could not
+- failed: it ran and failed (`exit_code`, the failing lines of its log, the log's path), or it could not
   be prepared (`reason`).
 
 `render_summary` is what bnb-ci prints at the end; `render_failures` is failures.md.
@@ -12,6 +12,7 @@ Every job of a run ends in one `JobResult`:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,31 @@ Status = Literal["built", "skipped", "failed"]
 Kind = Literal["library", "wheel", "try", "audit"]
 STATUSES: tuple[Status, ...] = ("built", "skipped", "failed")
 LOG_TAIL_LINES = 20
+
+_FAILING = (
+    re.compile(r"^CMake Error\b"),  # CMake's own errors: "CMake Error at CMakeLists.txt:99 (message):" and the message below
+    re.compile(r"^(?:FAILED: |ninja: error|make(?:\[\d+\])?: \*\*\*)"),
+    re.compile(r"(?:^|:\d+(?::\d+)?: )(?:fatal )?error(?: [A-Z]+\d+)?:", re.IGNORECASE),  # compilers, linkers, nvcc
+    re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception)|error): "),  # a Python exception; a step's "error: ..."
+)
+_CONTEXT_LINES = 3
+
+
+def failure_excerpt(lines: Sequence[str], limit: int = LOG_TAIL_LINES) -> tuple[str, ...]:
+    """What a failed step's log says went wrong: its failing lines (CMake errors with the message
+    below them, compiler and linker errors, ninja's FAILED lines, an exception, the step's own
+    `error:` line), in log order and at most `limit`; the last `limit` lines where none is found."""
+    picked: list[int] = []
+    for i, line in enumerate(lines):
+        text = line.strip().removeprefix("| ").strip()
+        if any(p.search(text) for p in _FAILING):
+            span = range(i, min(len(lines), i + 1 + _CONTEXT_LINES)) if text.startswith("CMake Error") else range(i, i + 1)
+            picked += [j for j in span if j not in picked and (j == i or lines[j].strip())]
+    if not picked:
+        return tuple(lines[-limit:])
+    if len(picked) > limit:  # the first failures (the cause) and the last one (the step's verdict)
+        picked = [*picked[: limit - 1], picked[-1]]
+    return tuple(lines[j] for j in sorted(picked))
 
 
 @dataclass(frozen=True)
@@ -110,6 +136,6 @@ def render_failures(results: Sequence[JobResult]) -> str:
         if r.log_path:
             lines.append(f"- log: {r.log_path}")
         if r.log_tail:
-            lines += ["", f"Last {len(r.log_tail)} lines of the log:", "", "```text", *r.log_tail, "```"]
+            lines += ["", "From the log (its failing lines, else its end):", "", "```text", *r.log_tail, "```"]
         lines.append("")
     return "\n".join(lines)

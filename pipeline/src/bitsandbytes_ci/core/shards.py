@@ -14,8 +14,10 @@ Rules, from matrix.toml `[ci]`:
   and Dagger platform (the zig CPU builds for all five platforms run in one);
 - a shard runs on the hosted runner of its Dagger platform (`linux_runners`), so linux/arm64 jobs build
   on arm64 runners, natively;
-- its image plus `build_headroom_gb` must fit `disk_after_cleanup_gb`; a shard that does not fit
-  `disk_gb` frees the runner's disk first (`free_disk`);
+- it needs its image, the compressed layers the engine keeps beside it (`compressed_layers_share` of
+  the image) and `build_headroom_gb` (`disk_gb_needed`); that must fit the larger of the runner's two
+  disks once the make-room step ran (`engine_disk_gb` on /mnt, `disk_after_cleanup_gb` on /). A
+  shard that does not fit `disk_gb` makes room first (`free_disk`): the engine's state moves to /mnt;
 - how many of its jobs run at once: the runner's memory over what one job's compiles take.
 
 Worked example: CUDA 12.8 on linux-aarch64 is one job on a 9 GB image, so one shard:
@@ -24,12 +26,13 @@ Worked example: CUDA 12.8 on linux-aarch64 is one job on a 9 GB image, so one sh
     >>> from bitsandbytes_ci.core.plan import Selection, plan_jobs
     >>> matrix = load_matrix()
     >>> [shard] = plan_shards(matrix, plan_jobs(matrix, Selection(backends=("cuda",), versions=("12.8",), platforms=("linux-aarch64",))))
-    >>> shard.id, shard.runs_on, shard.call, shard.free_disk
-    ('cuda128-linux-aarch64', 'ubuntu-24.04-arm', 'build-cuda --cuda-version=12.8.1 --platform=linux-aarch64 --jobs=1', False)
+    >>> shard.id, shard.runs_on, shard.call, shard.free_disk, shard.disk_gb_needed
+    ('cuda128-linux-aarch64', 'ubuntu-24.04-arm', 'build-cuda --cuda-version=12.8.1 --platform=linux-aarch64 --jobs=1', True, 20)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,13 +59,14 @@ class Shard(BaseModel):
     dagger_platform: str
     job_ids: list[str]
     image_gb: float
+    disk_gb_needed: int  # image, its compressed layers and the build headroom, rounded up
     free_disk: bool
     jobs_at_once: int
     call: str
 
     def row(self) -> dict[str, Any]:
-        """The shard as one row of the workflow's `build` matrix."""
-        return {"shard": self.id, "runs-on": self.runs_on, "free-disk": self.free_disk, "call": self.call}
+        """The shard as one row of the workflow's `build` matrix (`disk-gb`: what the make-room step checks)."""
+        return {"shard": self.id, "runs-on": self.runs_on, "free-disk": self.free_disk, "disk-gb": self.disk_gb_needed, "call": self.call}
 
 
 class NativeRow(BaseModel):
@@ -110,7 +114,8 @@ def plan_native_rows(matrix: Matrix, jobs: Sequence[Job]) -> list[NativeRow]:
             NativeRow(
                 id=job.id,
                 runs_on=runner,
-                install=f"bnb-ci install-toolkit --backend {job.family} --version {job.version} --platform {job.platform}",
+                # a CPU library (MSVC, a tree written for it) needs no toolkit: the runner's Visual Studio builds it
+                install="" if job.version is None else f"bnb-ci install-toolkit --backend {job.family} --version {job.version} --platform {job.platform}",
                 build=f"bnb-ci build-{job.family} --platform {job.platform}{version} --out libs",
             )
         )
@@ -136,6 +141,13 @@ def pull_size(jobs: Sequence[Job]) -> float:
     return sum({(job.image, job.dagger_platform): job.image_gb or 0.0 for job in jobs if job.runner in IN_CONTAINERS and job.image}.values())
 
 
+def disk_needed(matrix: Matrix, image_gb: float) -> float:
+    """The disk (GB) a shard on an image of `image_gb` needs on its engine's disk: the unpacked image,
+    the compressed layers the engine keeps beside it, and the build headroom."""
+    ci = matrix.ci
+    return round(image_gb * (1 + ci.compressed_layers_share) + ci.build_headroom_gb, 2)
+
+
 def jobs_at_once(n_jobs: int, *, cpus: int, memory_gb: float, compile_memory_gb: float) -> int:
     """How many build jobs run at the same time on a machine with `cpus` and `memory_gb`: each job gets
     at least two CPUs' worth of compiles, and the compiles of all running jobs fit the memory."""
@@ -147,12 +159,13 @@ def jobs_at_once(n_jobs: int, *, cpus: int, memory_gb: float, compile_memory_gb:
 def _shard(matrix: Matrix, jobs: list[Job], size: float) -> Shard:
     ci = matrix.ci
     first = jobs[0]
-    needed = size + ci.build_headroom_gb
-    if needed > ci.disk_after_cleanup_gb:
+    needed = disk_needed(matrix, size)
+    room = max(ci.engine_disk_gb, ci.disk_after_cleanup_gb)
+    if needed > room:
         msg = (
-            f"the jobs {', '.join(j.id for j in jobs)} need about {needed:g} GB of disk (image {size:g} GB + "
-            f"{ci.build_headroom_gb:g} GB headroom), more than a hosted runner has after cleanup "
-            f"({ci.disk_after_cleanup_gb:g} GB); use a larger runner or split the image"
+            f"the jobs {', '.join(j.id for j in jobs)} need about {needed:g} GB of disk (image {size:g} GB + its compressed "
+            f"layers {size * ci.compressed_layers_share:g} GB + {ci.build_headroom_gb:g} GB headroom), more than a hosted "
+            f"runner has once its make-room step ran ({room:g} GB); use a larger runner or split the image"
         )
         raise SelectionError(msg)
     platforms = list(dict.fromkeys(j.platform for j in jobs))
@@ -178,6 +191,7 @@ def _shard(matrix: Matrix, jobs: list[Job], size: float) -> Shard:
         dagger_platform=first.dagger_platform,
         job_ids=[j.id for j in jobs],
         image_gb=size,
+        disk_gb_needed=math.ceil(needed),
         free_disk=needed > ci.disk_gb,
         jobs_at_once=at_once,
         call=" ".join(call),

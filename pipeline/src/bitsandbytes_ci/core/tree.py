@@ -10,8 +10,10 @@ the closest known key as a suggestion.
     [tool.bitsandbytes-ci]
     package = "bitsandbytes"              # the package folder the libraries go into (default)
     try-script = "tests/wheel_smoke.py"   # run by try-wheels with each wheel installed
+    try-index-url = "https://download.pytorch.org/whl/cpu"  # where a try's run-time dependencies come from
     symbol-parity = true                  # libraries of one backend and architecture export the same C symbols
     cpu-toolchain = "auto"                # auto: gcc in the manylinux image on Linux when the CMake uses OpenMP, else zig
+    strip = "debug"                       # release builds keep the symbol table ("all": strip it too)
     [tool.bitsandbytes-ci.sources]        # source subsets: each list replaces the default
     common = ["CMakeLists.txt", "cmake/**", "csrc/common/**"]
     cuda = ["csrc/cuda/**"]               # added to common for CUDA jobs (also: cpu, rocm, xpu, wheel)
@@ -39,8 +41,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from bnb_build import inputs
-from bnb_build.version import static_version
+from bnb_build.version import VersionFileError, static_version
 
+from .capabilities import EVERYTHING, Capabilities, read_capabilities
 from .errors import PipelineError, allowed_list, did_you_mean
 
 TABLE = "bitsandbytes-ci"
@@ -113,6 +116,9 @@ class TreeConfig(_Strict):
 
     package: str | None = None
     try_script: str | None = None
+    # The index the wheel's run-time dependencies come from in a try (pip --index-url), e.g. upstream
+    # CI's https://download.pytorch.org/whl/cpu (CPU torch, without the CUDA wheels of PyPI's).
+    try_index_url: str | None = None
     symbol_parity: bool = False
     cpu_toolchain: Literal["auto", "zig", "gcc"] = "auto"
     sources: TreeSources = TreeSources()
@@ -125,12 +131,23 @@ class TreeConfig(_Strict):
     # Shared libraries that the wheel's run-time dependencies provide (upstream's: libgomp.so.1 from
     # torch): not vendored into the wheel, and loaded once in a try.
     runtime_libraries: tuple[str, ...] = ()
+    # What release builds strip: "debug" (debug information; the static symbol table stays, so crash
+    # reports and the audit's ISA report name functions) or "all" (the symbol table too).
+    strip: Literal["debug", "all"] = "debug"
 
     @field_validator("try_script")
     @classmethod
     def _relative(cls, value: str | None) -> str | None:
         if value is not None and (value.startswith("/") or ".." in Path(value).parts or not value.endswith(".py")):
             msg = f"try-script {value!r} must be a .py file given relative to the tree's root"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("try_index_url")
+    @classmethod
+    def _index_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(https?|file)://\S+$", value):
+            msg = f"try-index-url {value!r} is not a package index URL (https://..., http://... or file://...)"
             raise ValueError(msg)
         return value
 
@@ -152,6 +169,7 @@ class TreeFacts:
     package: str
     uses_openmp: bool
     cuda_components: tuple[str, ...]  # CUDA:: targets its CMake links beyond the runtime, e.g. ("cublas", "cublasLt")
+    capabilities: Capabilities = EVERYTHING  # what its CMake can build (backends, CUDA limits, Windows compiler)
 
     def named_sources(self) -> list[str]:
         """Every source pattern the tree names, `{package}` replaced by its package folder (as the plan does)."""
@@ -192,15 +210,19 @@ def tree_from_texts(texts: Mapping[str, str], *, origin: str = "the tree") -> Tr
     Pure: both executors hand it what they read."""
     config = tree_config_from_text(texts.get(PYPROJECT), origin=f"{origin}/{PYPROJECT}")
     package = config.package or DEFAULT_PACKAGE
-    version = static_version(
-        version_file=texts.get("VERSION"),
-        pyproject=texts.get(PYPROJECT),
-        package_init=texts.get(f"{package}/__init__.py"),
-        setup_py=texts.get("setup.py"),
-    )
+    try:
+        version = static_version(
+            version_file=texts.get("VERSION"),
+            pyproject=texts.get(PYPROJECT),
+            package_init=texts.get(f"{package}/__init__.py"),
+            setup_py=texts.get("setup.py"),
+            version_origin=f"{origin}/VERSION",
+        )
+    except VersionFileError as e:
+        raise TreeError(str(e)) from None
     cmake = "\n".join(text for path, text in sorted(texts.items()) if CMAKE_FILE.search(path))
     components = sorted({m for m in _CUDA_TARGET.findall(cmake)} - CUDA_RUNTIME_TARGETS)
-    return TreeFacts(config, version, package, bool(_FIND_OPENMP.search(cmake)), tuple(components))
+    return TreeFacts(config, version, package, bool(_FIND_OPENMP.search(cmake)), tuple(components), read_capabilities(texts))
 
 
 def wanted_files(package: str) -> list[str]:
@@ -211,9 +233,9 @@ def wanted_files(package: str) -> list[str]:
 def read_tree(source: Path) -> TreeFacts:
     """The facts of the tree at `source` (host side); refuses a folder that is not a tree to build."""
     root = check_tree(source)
-    config = tree_config_from_text(_read(root / PYPROJECT), origin=str(root / PYPROJECT))
+    config = tree_config_from_text(_read(root / PYPROJECT, utf8=True), origin=str(root / PYPROJECT))
     package = config.package or DEFAULT_PACKAGE
-    texts = {rel: text for rel in wanted_files(package) if (text := _read(root / rel)) is not None}
+    texts = {rel: text for rel in wanted_files(package) if (text := _read(root / rel, utf8=rel in UTF8_FILES)) is not None}
     for rel in inputs.expand_optional(root, CMAKE_SOURCES):
         if CMAKE_FILE.search(rel):
             texts[rel] = _read(root / rel) or ""
@@ -258,8 +280,18 @@ def patterns_error(missing: list[str], where: object) -> str:
     )
 
 
-def _read(path: Path) -> str | None:
+UTF8_FILES = (PYPROJECT, "VERSION")
+"""Files that must be UTF-8 text when present (TOML is UTF-8; a version is ASCII): anything else is refused, not skipped."""
+
+
+def _read(path: Path, *, utf8: bool = False) -> str | None:
+    """The text of `path`, None when it cannot be read; with `utf8`, text that is not UTF-8 is a TreeError."""
     try:
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    except UnicodeDecodeError as e:
+        if utf8:
+            msg = f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+            raise TreeError(msg) from None
+        return None
+    except OSError:
         return None

@@ -1,10 +1,11 @@
 """The host executor's artifact cache: a job whose output for the same input digest exists is not run.
 
-Layout, below the cache root (`--cache-dir`, default `<source>/.bnb-cache`):
+Layout, below the cache root (`--cache-dir`, default the user's cache folder, local.default_cache_dir):
 
     artifacts/<hex digest>/                  one entry per input digest (content-addressed)
         <the job's output files>             e.g. linux/x86_64/libbitsandbytes_cpu.so (+ build-info)
-        bnb-cache-entry.json                 the completion marker: digest and sha256 of every file
+        bnb-cache-entry.json                 the completion marker: digest and sha256 of every file;
+                                             its modification time is the entry's last use
 
 An entry is assembled in a temporary folder beside it (`artifacts/.tmp-<hex>-<random>/`), its
 marker written last, then renamed into place in one step, so an entry is complete or absent. On reuse
@@ -98,6 +99,10 @@ def lookup(cache_dir: Path, digest: str) -> tuple[Path | None, str | None]:
         return None, None
     problem = check_entry(entry, digest)
     if problem is None:
+        try:  # the marker's time is the entry's last use (cache_usage.prune removes the least recently used)
+            os.utime(entry / MARKER)
+        except OSError:  # a read-only cache
+            pass
         return entry, None
     shutil.rmtree(entry, ignore_errors=True)
     if entry.exists() and not entry.is_dir():
@@ -274,19 +279,25 @@ def audit_digest(expect: Mapping[str, Any], wheels: Sequence[tuple[str, str]], *
         "expect": expect,
         "wheels": sorted(wheels),
         "steps": inputs.step_files(steps_dir),
-        "toolkit": python_toolkit("auditwheel", "lief"),
+        "toolkit": python_toolkit("auditwheel", "lief", "iced-x86", "capstone"),
     }
     return inputs.digest(steps_dir, [], extra)
 
 
-def try_digest(wheels: Sequence[tuple[str, str]], script: tuple[str, str] | None, *, wine_python: str | None, steps_dir: Path) -> str:
+def try_digest(wheels: Sequence[tuple[str, str]], script: tuple[str, str] | None, *, wine_python: str | None, steps_dir: Path,
+               checks: Sequence[str] = (), environments: Sequence[Any] | None = None) -> str:  # fmt: skip
     """The try job's key: the wheels (file name, sha256), the script (path, sha256), the Windows Python
-    used under Wine (its folder), the step programs and this interpreter."""
+    used under Wine (its folder), the checks (CPU floors, expected and run-time libraries), the step
+    programs and this interpreter; with `environments`, the kept environments the wheels are tried in
+    (bnb_build.try_envs.environment_state: their facts and resolved distributions)."""
     extra = {
         "wheels": sorted(wheels),
         "script": list(script) if script else None,
         "wine_python": wine_python,
+        "checks": list(checks),
         "steps": inputs.step_files(steps_dir),
         "toolkit": python_toolkit("pip"),
     }
+    if environments is not None:
+        extra["environments"] = list(environments)
     return inputs.digest(steps_dir, [], extra)

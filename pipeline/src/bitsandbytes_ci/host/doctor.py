@@ -4,8 +4,10 @@ how to install each one that is missing.
 The toolkits come from toolchains.py's detection (`detect_host`: cmake, the C++ compiler, every nvcc,
 hipcc and icpx with the version it reports); which jobs they enable comes from the executor's own
 decision (`toolchains.decide`), so the doctor and `bnb-ci build-*` never disagree. Besides those it
-looks for the cross tools (aarch64-linux-gnu-g++, zig from the `ziglang` wheel, wine64,
-qemu-aarch64-static) and the Dagger CLI and engine, which builds every Linux container job.
+looks for the cross tools (aarch64-linux-gnu-g++, zig from the `ziglang` wheel, qemu-aarch64-static),
+wine64 (which tries windows-x64 wheels; no build needs it) and the Dagger CLI and engine, which builds
+every Linux container job. The C++ compiler row lists the jobs that compile with the host's compiler
+($CXX, else c++; never the zig, cross gcc or oneAPI ones).
 
     bnb-ci doctor [--source DIR]      # DIR: the tree to build (default: the current directory)
 
@@ -33,14 +35,17 @@ from ..core.plan import Job
 from ..core.versions import sort_versions
 from .local import step_pythonpath
 from .toolchains import (
-    CUBLAS_WHEELS_HINT,
     HostToolchains,
     Installation,
     Runnable,
+    compiler_variables,
+    components_hint,
     decide,
     detect_host,
+    gcc_cross_applies,
     host_platform,
     missing_cuda_components,
+    run_version,
     step_environment,
 )
 
@@ -182,10 +187,13 @@ def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str],
     """Every row of the doctor's table, for the planned `jobs`."""
     runnable = {job.id for job in runnable_jobs(jobs, host, base)}
     here = host.platform
-    cpu = tuple(j.id for j in jobs if j.family == "cpu" and j.id in runnable)
+    # The jobs that compile with the host's C++ compiler ($CXX, else c++): not the zig, cross gcc or oneAPI ones.
+    host_compiled = tuple(j.id for j in jobs if compiler_variables(j, host) and (j.id in runnable or not host.cxx))
+    selected = "; ".join(c.describe() if c.path else f"{c.variable}={c.value} names no program on PATH" for c in host.compilers)
     rows = [
         Row("cmake", host.cmake or "", ("every job on this host",) if host.cmake else (), "" if host.cmake else "pip install cmake (or apt-get install cmake)"),
-        Row("C++ compiler", host.cxx or "", cpu, "" if host.cxx else "apt-get install g++ (or set CXX)"),
+        Row("C++ compiler", f"{host.cxx or ''}{' (' + selected + ')' if selected and host.cxx else selected}", host_compiled,
+            "" if host.cxx else "apt-get install g++ (or set CXX, e.g. CXX=g++-11)", would_enable=not host.cxx),
         Row("ninja", host.ninja or "", ("faster builds (optional)",), "" if host.ninja else "pip install ninja"),
         Row("ccache", host.ccache or "", ("faster rebuilds (optional)",), "" if host.ccache else "apt-get install ccache"),
     ]
@@ -198,15 +206,17 @@ def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str],
         return tuple(j.id for j in jobs if j.platform in platforms and j.platform != here and j.id in runnable)
 
     aarch64 = elsewhere("linux-aarch64")
-    windows = elsewhere("windows-x64", "windows-arm64")
+    zig_jobs = tuple(j.id for j in jobs if j.runner == "cross" and j.id in runnable)
+    gcc_cross = tuple(j.id for j in jobs if gcc_cross_applies(j, host) and j.id in runnable)
+    windows_wheels = ("the try of windows-x64 wheels (with BNB_WINE_PYTHON)",) if any(j.platform == "windows-x64" for j in jobs) else ()
     for tool, purpose, enabled, hint in (
-        (extras.cross_gxx, "cross, linux-aarch64", aarch64, "apt-get install g++-aarch64-linux-gnu"),
-        (extras.zig, "cross, linux-aarch64 / windows", aarch64 + windows, "pip install ziglang"),
-        (extras.wine, "runs windows builds' tools", windows, "apt-get install wine64"),
+        (extras.cross_gxx, "cross, linux-aarch64", gcc_cross, "apt-get install g++-aarch64-linux-gnu libc6-dev-arm64-cross"),
+        (extras.zig, "cross: CPU libraries of other platforms", zig_jobs, "pip install ziglang"),
+        (extras.wine, "tries windows-x64 wheels; no build needs it", windows_wheels, "apt-get install wine64"),
         (extras.qemu, "runs linux-aarch64 binaries", aarch64, "apt-get install qemu-user-static"),
     ):
         found = f"{tool.version or 'version unknown'} at {tool.path}" if tool.path else ""
-        rows.append(Row(f"{tool.name} ({purpose})", found, enabled, "" if tool.path else hint))
+        rows.append(Row(f"{tool.name} ({purpose})", found, enabled, "" if tool.path else hint, would_enable=not tool.path))
     containers = tuple(j.id for j in jobs if j.runner == "container")
     summary = (f"{len(containers)} Linux container job(s) through `dagger call build-all`",) if containers else ()
     rows.append(Row("dagger CLI", f"{extras.dagger.version or 'version unknown'} at {extras.dagger.path}" if extras.dagger.path else "",
@@ -221,19 +231,23 @@ def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str],
 
 
 def _cuda_component_rows(jobs: Sequence[Job], host: HostToolchains, runnable: set[str]) -> list[Row]:
-    """What the tree's CUDA library links beyond the runtime (CUDA::cublas, ...), per nvcc found: in
-    that toolkit or not, and the jobs it decides."""
+    """What the tree's CUDA library links beyond the runtime (CUDA::cublas, ...), per CUDA version
+    found: the roots of that version that hold it (one is enough: the build takes the first that
+    holds every component, e.g. one BNB_CUDA_ROOTS names), or none, and the jobs it decides."""
     rows = []
-    for inst in host.cuda:
-        mine = [j for j in jobs if j.family == "cuda" and j.platform == host.platform and _major_minor(j.version or "") == inst.major_minor]
+    for version in dict.fromkeys(inst.major_minor for inst in host.cuda):
+        roots = [inst.root for inst in host.cuda if inst.major_minor == version]
+        mine = [j for j in jobs if j.family == "cuda" and j.platform == host.platform and _major_minor(j.version or "") == version]
         components = sorted({c for j in mine for c in j.toolkit_components})
-        missing = set(missing_cuda_components(inst.root, components))
         for component in components:
             enables = tuple(j.id for j in mine if component in j.toolkit_components)
-            if component in missing:
-                rows.append(Row(f"{component} (CUDA {inst.major_minor}, the tree links CUDA::{component})", "", enables, CUBLAS_WHEELS_HINT, would_enable=True))
+            holding = [root for root in roots if not missing_cuda_components(root, [component])]
+            if not holding:
+                rows.append(Row(f"{component} (CUDA {version}, the tree links CUDA::{component})", "", enables, components_hint([component]), would_enable=True))
             else:
-                rows.append(Row(f"{component} (CUDA {inst.major_minor})", f"in {inst.root}", tuple(j for j in enables if j in runnable), ""))
+                lacking = [root for root in roots if root not in holding]
+                found = f"in {', '.join(map(str, holding))}" + (f" (not in {', '.join(map(str, lacking))})" if lacking else "")
+                rows.append(Row(f"{component} (CUDA {version})", found, tuple(j for j in enables if j in runnable), ""))
     return rows
 
 
@@ -269,13 +283,33 @@ def detect(env: Mapping[str, str]) -> tuple[HostToolchains, dict[str, str]]:
     return host, step_environment(env, host, pythonpath=step_pythonpath(), source_date_epoch="0")
 
 
+def compiler_version(job: Job, decision: Runnable, host: HostToolchains, env: Mapping[str, str]) -> str | None:
+    """The first line of `--version` of the C++ compiler a runnable job builds with: zig's clang for the
+    zig toolchain, else the compiler the environment's CXX selects or the host's c++ (a GPU job's nvcc
+    or hipcc names its version already); None when it does not answer."""
+    if job.toolchain == "zig":
+        argv = [sys.executable, "-m", "ziglang", "c++", "--version"]
+    elif job.backend == "cpu" and host.cxx:
+        argv = [host.cxx, "--version"]
+    else:
+        return None
+    answer = (run_version(argv, decision.env) or "").strip()
+    return answer.splitlines()[0] if answer else None
+
+
 def verdicts(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str]) -> str:
-    """One line per job: whether `bnb-ci` can build it on this host, and why not (`plan --here`)."""
+    """One line per job: whether `bnb-ci` can build it on this host, with which compiler (and its
+    version), and why not (`plan --here`)."""
     width = max((len(job.id) for job in jobs), default=0)
     lines = [f"buildable here ({host.platform or 'unknown platform'}):"]
     for job in jobs:
         decision = decide(job, host, base)
-        verdict = f"yes ({decision.toolchain})" if isinstance(decision, Runnable) else f"no: {decision.reason}"
+        if isinstance(decision, Runnable):
+            version = compiler_version(job, decision, host, base)
+            known = not version or version in decision.toolchain  # a CXX=... selection names it already
+            verdict = f"yes ({decision.toolchain}{'' if known else f'; {version}'})"
+        else:
+            verdict = f"no: {decision.reason}"
         lines.append(f"  {job.id.ljust(width)}  {verdict}")
     return "\n".join(lines) + "\n"
 

@@ -8,9 +8,16 @@ are printed as `set NAME=value` lines.
 
     bnb-ci install-toolkit --backend cuda --version 13.0.2 --platform windows-x64
 
+`bnb-ci install-cuda-wheels [--with-cublas] [--prefix DIR]` assembles a CUDA 13 toolkit on any Linux
+machine from NVIDIA's PyPI wheels (nvcc, and with --with-cublas cuBLAS); tools/install-cuda-wheels.sh
+of a checkout runs it.
+
 Methods
 - nvidia-installer: download `url`, run it with `-s <packages> -n` (silent, only those sub-packages, no
   reboot); CUDA_PATH is the rule's `prefix`, PATH gains `<prefix>\\bin`;
+- nvidia-redist: download NVIDIA's redistributable manifest `url` (redistrib_<version>.json), then
+  the archive of each component of `packages` for `archive_platform`, check its sha256 against the
+  manifest and unpack it (without its top folder) into `prefix`; CUDA_PATH and PATH as above;
 - pip: `python -m pip install <args> <packages>`, then the `after` commands; `prefix` is a command
   whose output is the toolkit's root (ROCm: `rocm-sdk path --root`): ROCM_PATH and HIP_PATH, PATH
   gains `<root>\\bin`;
@@ -20,14 +27,22 @@ Methods
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import urllib.parse
+import zipfile
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from bnb_build import net
+from bnb_build.errors import StepError
 
 from ..core.errors import PipelineError
 from ..core.matrix import Matrix, NativeInstall
@@ -38,6 +53,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ENV = {
     "nvidia-installer": {"CUDA_PATH": "{prefix}"},
+    "nvidia-redist": {"CUDA_PATH": "{prefix}"},
     "pip": {"ROCM_PATH": "{prefix}", "HIP_PATH": "{prefix}"},
     "intel-installer": {},
 }
@@ -63,6 +79,16 @@ class InstallPlan:
     env: dict[str, str] = field(default_factory=dict)  # values may hold {prefix}
     path: list[str] = field(default_factory=list)  # entries may hold {prefix}
     setvars: str | None = None
+    redist: Redist | None = None
+
+
+@dataclass(frozen=True)
+class Redist:
+    """NVIDIA redistributable archives: the manifest to read, the components and their platform key."""
+
+    manifest_url: str
+    components: tuple[str, ...]
+    platform: str
 
 
 def _fill(text: str, version: str) -> str:
@@ -86,6 +112,10 @@ def plan_install(matrix: Matrix, job: Job) -> InstallPlan:
         packages = [_fill(p, version) for p in rule.packages]
         return InstallPlan(job.id, rule.method, downloads=[(url, name)], commands=[[f"{{download:{name}}}", "-s", *packages, "-n"]],
                            prefix=_fill(rule.prefix, version), env=env, path=["{prefix}\\bin"])  # fmt: skip
+    if rule.method == "nvidia-redist":
+        assert rule.url is not None and rule.prefix is not None and rule.archive_platform is not None
+        redist = Redist(_fill(rule.url, version), tuple(_fill(p, version) for p in rule.packages), rule.archive_platform)
+        return InstallPlan(job.id, rule.method, prefix=_fill(rule.prefix, version), env=env, path=["{prefix}\\bin"], redist=redist)
     if rule.method == "pip":
         packages = [_fill(p, version) for p in rule.packages]
         commands = [[sys.executable, "-m", "pip", "install", *rule.args, *packages], *(_words(_fill(c, version)) for c in rule.after)]
@@ -160,9 +190,15 @@ def _run(argv: Sequence[str] | str, *, quiet: bool = False) -> str:
     return proc.stdout
 
 
-def execute(plan: InstallPlan, *, run: Runner = _run, download: Callable[[str, Path], None] | None = None) -> tuple[dict[str, str], list[str]]:
-    """Download, install, and return (variables, PATH entries) to export."""
-    fetch = download or (lambda url, dest: urllib.request.urlretrieve(url, dest))  # noqa: S310 (the URLs come from matrix.toml)
+def execute(plan: InstallPlan, *, run: Runner = _run, download: Callable[[str, Path], None] | None = None,
+            env: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:  # fmt: skip
+    """Download, install, and return (variables, PATH entries) to export. Downloads have the timeout
+    and retries of `env` (BNB_NETWORK_TIMEOUT_S, BNB_NETWORK_RETRIES; bnb_build.net)."""
+    try:
+        limits = net.limits_from_env(env or {})
+    except StepError as e:
+        raise InstallError(str(e)) from None
+    fetch = download or (lambda url, dest: net.download(url, dest, limits, what="toolkit download"))
     with tempfile.TemporaryDirectory(prefix="bnb-toolkit-") as tmp:
         files = {}
         for url, name in plan.downloads:
@@ -170,10 +206,13 @@ def execute(plan: InstallPlan, *, run: Runner = _run, download: Callable[[str, P
             print(f"downloading {url}", flush=True)
             try:
                 fetch(url, dest)
-            except OSError as e:
+            except (OSError, StepError) as e:
                 msg = f"cannot download {url}: {e}"
                 raise InstallError(msg) from None
             files[name] = str(dest)
+        if plan.redist is not None:
+            assert plan.prefix is not None
+            install_redist(plan.redist, Path(plan.prefix), Path(tmp), fetch)
         for argv in plan.commands:
             run([files.get(a[len("{download:") : -1], a) if a.startswith("{download:") else a for a in argv])
     prefix = plan.prefix
@@ -187,6 +226,82 @@ def execute(plan: InstallPlan, *, run: Runner = _run, download: Callable[[str, P
         path += path_additions(_get(before, "PATH"), _get(changed, "PATH"))
         variables.update({k: v for k, v in changed.items() if k.upper() != "PATH"})
     return variables, path
+
+
+def redist_archives(manifest: Mapping[str, object], redist: Redist) -> list[tuple[str, str, str]]:
+    """(URL, file name, sha256) of each component's archive for the platform, from a redistrib
+    manifest; a component or platform the manifest lacks is an error naming what it has. Pure."""
+    base = redist.manifest_url.rsplit("/", 1)[0] + "/"
+    label = manifest.get("release_label", "?")
+    found = []
+    for component in redist.components:
+        entry = manifest.get(component)
+        if not isinstance(entry, Mapping):
+            have = sorted(k for k, v in manifest.items() if isinstance(v, Mapping))
+            msg = f"{redist.manifest_url} (CUDA {label}) has no component {component!r}; it has {', '.join(have)}"
+            raise InstallError(msg)
+        archive = entry.get(redist.platform)
+        if not isinstance(archive, Mapping) or not archive.get("relative_path") or not archive.get("sha256"):
+            have = sorted(k for k, v in entry.items() if isinstance(v, Mapping))
+            msg = f"{redist.manifest_url} (CUDA {label}) has no {component} archive for {redist.platform!r}; it has one for {', '.join(have) or 'no platform'}"
+            raise InstallError(msg)
+        path = str(archive["relative_path"])
+        found.append((urllib.parse.urljoin(base, path), path.rsplit("/", 1)[-1], str(archive["sha256"]).lower()))
+    return found
+
+
+def unpack_archive(archive: Path, prefix: Path) -> list[str]:
+    """Unpack a redistributable zip into `prefix` without its top folder (`<component>-<platform>-<version>-archive/`);
+    returns the paths written. A member that would land outside `prefix` is refused."""
+    written = []
+    root = prefix.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+            if len(parts) < 2 or info.is_dir():
+                continue
+            target = root.joinpath(*parts[1:]).resolve()
+            if root not in target.parents:
+                msg = f"{archive.name}: member {info.filename!r} would land outside {prefix}; the archive is not NVIDIA's"
+                raise InstallError(msg)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            written.append("/".join(parts[1:]))
+    return written
+
+
+def install_redist(redist: Redist, prefix: Path, scratch: Path, fetch: Callable[[str, Path], None]) -> None:
+    """Read the manifest, download each archive (sha256 checked), unpack it into `prefix`."""
+    manifest_path = scratch / "redistrib.json"
+    print(f"downloading {redist.manifest_url}", flush=True)
+    try:
+        fetch(redist.manifest_url, manifest_path)
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, StepError) as e:
+        msg = f"cannot download {redist.manifest_url}: {e}"
+        raise InstallError(msg) from None
+    except ValueError as e:
+        msg = f"{redist.manifest_url} is not a JSON manifest: {e}"
+        raise InstallError(msg) from None
+    if not isinstance(manifest, dict):
+        msg = f"{redist.manifest_url} is not a redistrib manifest (a JSON object of components)"
+        raise InstallError(msg)
+    for url, name, sha256 in redist_archives(manifest, redist):
+        dest = scratch / name
+        print(f"downloading {url}", flush=True)
+        try:
+            fetch(url, dest)
+        except (OSError, StepError) as e:
+            msg = f"cannot download {url}: {e}"
+            raise InstallError(msg) from None
+        digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+        if digest != sha256:
+            msg = f"{url} has sha256 {digest}, the manifest {redist.manifest_url} says {sha256}: a damaged or replaced download"
+            raise InstallError(msg)
+        count = len(unpack_archive(dest, prefix))
+        print(f"unpacked {name} into {prefix} ({count} files)", flush=True)
+        dest.unlink()
 
 
 def _get(env: Mapping[str, str], name: str) -> str:
@@ -208,7 +323,7 @@ def run_install_toolkit(invocation: Invocation) -> int:
     for job in jobs:
         plan = plan_install(invocation.matrix, job)
         print(f"{job.id}: installing with {plan.method}", flush=True)
-        variables, path = execute(plan)
+        variables, path = execute(plan, env=invocation.env)
         export(variables, path, invocation.env, out=lambda line: print(line, file=invocation.stdout))
     return 0
 
@@ -227,3 +342,69 @@ def export(variables: Mapping[str, str], path: Sequence[str], env: Mapping[str, 
     else:
         for entry in path:
             out(f"set PATH={entry};%PATH%")
+
+
+# ---- CUDA 13 from NVIDIA's PyPI wheels (`bnb-ci install-cuda-wheels`) ----------------------------
+
+CUDA_WHEELS = ("nvidia-cuda-nvcc==13.0.88", "nvidia-cuda-crt==13.0.88", "nvidia-nvvm==13.0.88", "nvidia-cuda-runtime==13.0.96", "nvidia-cuda-cccl==13.0.85")
+"""A CUDA 13.0 compiler from PyPI (only CUDA 13 ships nvcc there; 11.x and 12.x wheels carry ptxas alone)."""
+CUBLAS_WHEELS = ("nvidia-cublas==13.0.2.14",)
+"""cuBLAS and cuBLASLt (about 420 MB), which a tree whose CUDA library links CUDA::cublas needs."""
+CUDA_WHEELS_ROOT = Path("nvidia") / "cu13"
+"""The CUDA root inside a prefix (bin/nvcc, include/, lib/): what BNB_CUDA_ROOTS names."""
+CUDA_WHEELS_STAMP = ".bnb-wheels"
+"""Inside a prefix: the wheels it holds (space-separated), written last."""
+CUDA_WHEELS_DEFAULT_PREFIX = ".cuda-wheels"
+"""The prefix when none is named (below the current folder)."""
+
+
+def cuda_wheels(*, with_cublas: bool) -> tuple[str, ...]:
+    return CUDA_WHEELS + (CUBLAS_WHEELS if with_cublas else ())
+
+
+def install_cuda_wheels(prefix: Path, *, with_cublas: bool, python: str = sys.executable, run: Runner = _run) -> Path:
+    """CUDA 13.0 from NVIDIA's PyPI wheels into `prefix`; returns its CUDA root (`prefix`/nvidia/cu13).
+
+    A prefix that already holds exactly these wheels is kept; any other is replaced, all at once: the
+    wheels go into `prefix`.partial-<pid> first (one pip call: the wheels share the folder nvidia/,
+    which a later --target call would skip), which becomes `prefix` when complete."""
+    prefix = Path(prefix).absolute()
+    wheels = cuda_wheels(with_cublas=with_cublas)
+    try:
+        held = (prefix / CUDA_WHEELS_STAMP).read_text(encoding="utf-8").strip()
+    except OSError:
+        held = None
+    if held == " ".join(wheels):
+        print(f"{prefix} already holds {' '.join(wheels)}", flush=True)
+        return prefix / CUDA_WHEELS_ROOT
+    if prefix.exists() and not prefix.is_dir():
+        msg = f"install-cuda-wheels: {prefix} is a file; name a folder (new, or one this command filled before)"
+        raise InstallError(msg)
+    staging = prefix.with_name(f"{prefix.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target", str(staging), *wheels])
+        root = staging / CUDA_WHEELS_ROOT
+        lib = root / "lib"
+        # The wheels have only versioned sonames; CMake's FindCUDAToolkit wants the unversioned names.
+        for name in ("libcudart", "libcublas", "libcublasLt"):
+            if (lib / f"{name}.so.13").exists():
+                (lib / f"{name}.so").unlink(missing_ok=True)
+                (lib / f"{name}.so").symlink_to(f"{name}.so.13")
+        # nvcc.profile links from lib64 (-lcudadevrt, -lcudart_static).
+        if not (root / "lib64").exists():
+            (root / "lib64").symlink_to("lib")
+        run([str(root / "bin" / "nvcc"), "--version"])
+        (staging / CUDA_WHEELS_STAMP).write_text(" ".join(wheels) + "\n", encoding="utf-8")
+        shutil.rmtree(prefix, ignore_errors=True)
+        os.replace(staging, prefix)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return prefix / CUDA_WHEELS_ROOT
+
+
+def run_install_cuda_wheels(invocation: Invocation) -> int:
+    """The verb: CUDA 13 from PyPI wheels into --prefix; prints the root to hand to BNB_CUDA_ROOTS."""
+    root = install_cuda_wheels(Path(invocation.options["prefix"]), with_cublas=bool(invocation.options.get("with_cublas")))
+    print(f"export BNB_CUDA_ROOTS={root}   # or: export PATH={root / 'bin'}:$PATH", file=invocation.stdout)
+    return 0

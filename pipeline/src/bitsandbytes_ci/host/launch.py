@@ -78,11 +78,10 @@ def build(args: Sequence[str], env: Mapping[str, str], repo: Path) -> int:
 
 
 def install_cuda_wheels(repo: Path, env: Mapping[str, str], *, capture: bool = False) -> subprocess.CompletedProcess[str]:
-    """CUDA 13.0 with cuBLAS from NVIDIA's PyPI wheels into repo/CUDA_WHEELS (tools/install-cuda-wheels.sh:
+    """CUDA 13.0 with cuBLAS from NVIDIA's PyPI wheels into repo/CUDA_WHEELS (`bnb-ci install-cuda-wheels`:
     kept when it holds these wheels already, else replaced whole)."""
-    script = repo / "tools" / "install-cuda-wheels.sh"
-    return subprocess.run(["bash", str(script), "--with-cublas", str(repo / CUDA_WHEELS)], env=dict(env), capture_output=capture, text=True,
-                          timeout=INSTALL_TIMEOUT_S, check=False)  # fmt: skip
+    argv = [sys.executable, "-m", "bitsandbytes_ci.host.cli", "install-cuda-wheels", "--with-cublas", "--prefix", str(repo / CUDA_WHEELS)]
+    return subprocess.run(argv, env=dict(env), capture_output=capture, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
 
 
 def installed_version(distribution: str) -> str | None:
@@ -106,7 +105,7 @@ def test_setup(env: dict[str, str], repo: Path) -> dict[str, str]:
     if shutil.which("nvcc", path=env["PATH"]) is None:
         print(f"bnb: no nvcc on PATH: CUDA 13 with cuBLAS from NVIDIA's PyPI wheels, in {CUDA_WHEELS} (downloaded once)", flush=True)
         if install_cuda_wheels(repo, env).returncode != 0:
-            raise SystemExit("bnb: tools/install-cuda-wheels.sh failed (see above)")
+            raise SystemExit("bnb: bnb-ci install-cuda-wheels failed (see above)")
         env["PATH"] = os.pathsep.join([str(repo / CUDA_WHEELS / "nvidia" / "cu13" / "bin"), env["PATH"]])
     name, version = SYCL_HEADERS
     if installed_version(name) != version:

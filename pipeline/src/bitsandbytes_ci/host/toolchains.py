@@ -38,6 +38,7 @@ from typing import Literal
 from bnb_build import native as bnb_native
 
 from ..core.plan import Job
+from .install_toolkit import CUDA_WHEELS_DEFAULT_PREFIX, CUDA_WHEELS_ROOT
 
 PIPELINE_CMAKE_DIR = bnb_native.CMAKE_DIR
 """The pipeline's own CMake files (toolchain files, project.cmake), beside the step programs."""
@@ -47,10 +48,17 @@ Kind = Literal["cuda", "rocm", "oneapi"]
 CUDA_ROOTS_ENV = "BNB_CUDA_ROOTS"
 """os.pathsep-separated CUDA roots (each holding bin/nvcc) to consider besides the usual places."""
 
-CUDA_WHEELS_PREFIX = ".cuda-wheels/nvidia/cu13"
-"""Where tools/install-cuda-wheels.sh assembles a CUDA 13 toolkit from PyPI wheels (repository-relative)."""
+CUDA_WHEELS_PREFIX = f"{CUDA_WHEELS_DEFAULT_PREFIX}/{CUDA_WHEELS_ROOT.as_posix()}"
+"""Where `bnb-ci install-cuda-wheels` assembles a CUDA 13 toolkit from PyPI wheels by default (relative to the tree)."""
 
 DEBIAN_ROCM_TOOLCHAIN = str(PIPELINE_CMAKE_DIR / "debian-rocm.cmake")
+GCC_CROSS_TOOLCHAIN = str(PIPELINE_CMAKE_DIR / "gcc-cross.cmake")
+"""The pipeline's CMake toolchain file for Debian's cross gcc (BNB_GCC_CROSS_TRIPLE names the target)."""
+
+GCC_CROSS_TARGETS = {"linux-aarch64": ("aarch64-linux-gnu", "arm64"), "linux-x86_64": ("x86_64-linux-gnu", "amd64")}
+"""Linux platform -> (the cross gcc's triple, Debian's architecture name): gcc jobs (OpenMP trees' CPU
+libraries) of another Linux architecture build with <triple>-g++ and the sysroot in /usr/<triple>."""
+GCC_CROSS_SYSROOT = Path("/usr")
 """The pipeline's CMake toolchain file for Debian's ROCm packages (it ships with the step programs)."""
 
 CUDA_COMPONENT_FILES = {
@@ -64,10 +72,27 @@ CUDA_COMPONENT_FILES = {
 }
 """A CUDA:: target -> (its header, its library's name): what a toolkit must hold to link it. The
 files: lib<name>.so* on Linux (lib/, lib64/); <name>.lib (lib/x64/) and <name>64_*.dll (bin/) on Windows."""
-CUBLAS_WHEELS_HINT = "tools/install-cuda-wheels.sh --with-cublas PREFIX (NVIDIA's nvidia-cublas wheel from PyPI), then BNB_CUDA_ROOTS=PREFIX/nvidia/cu13"
+CUBLAS_WHEELS_HINT = "bnb-ci install-cuda-wheels --with-cublas --prefix PREFIX (NVIDIA's nvidia-cublas wheel from PyPI), then BNB_CUDA_ROOTS=PREFIX/nvidia/cu13"
+COMPONENT_WHEELS = {
+    "cusparse": "nvidia-cusparse nvidia-nvjitlink", "curand": "nvidia-curand", "cufft": "nvidia-cufft",
+    "cusolver": "nvidia-cusolver", "nvrtc": "nvidia-cuda-nvrtc",
+}  # fmt: skip
+"""CUDA:: targets other than cuBLAS -> NVIDIA's PyPI wheels that hold them for CUDA 13 (cuSPARSE needs nvJitLink to load)."""
+
+
+def components_hint(components: Sequence[str]) -> str:
+    """How to add the CUDA libraries `components` to a toolkit: the cuBLAS route for cublas/cublasLt,
+    NVIDIA's wheel of each other one (never the cuBLAS route for a library it does not bring)."""
+    hints = []
+    if any(c in ("cublas", "cublasLt") for c in components):
+        hints.append(CUBLAS_WHEELS_HINT)
+    others = [COMPONENT_WHEELS.get(c, f"the {c} library of the CUDA toolkit") for c in components if c not in ("cublas", "cublasLt")]
+    if others:
+        hints.append(f"python3 -m pip install --target PREFIX {' '.join(others)} (NVIDIA's wheels from PyPI), then BNB_CUDA_ROOTS=PREFIX/nvidia/cu13")
+    return "; ".join(hints)
 
 OWNED_VARIABLES = (
-    "CUDACXX", "CUDAToolkit_ROOT", "CUDA_PATH", "HIP_PLATFORM", "ROCM_PATH", "CMAKE_TOOLCHAIN_FILE",
+    "CUDACXX", "CUDAToolkit_ROOT", "CUDA_PATH", "HIP_PLATFORM", "ROCM_PATH", "CMAKE_TOOLCHAIN_FILE", "BNB_GCC_CROSS_TRIPLE",
     "PYTHONPATH", "PYTHONHOME", "SOURCE_DATE_EPOCH",
 )  # fmt: skip
 """Variables the executor decides per job; inherited values are dropped so they cannot pick another toolkit."""
@@ -88,6 +113,10 @@ _HOST_PLATFORMS = {
     ("windows", "arm64"): "windows-arm64",
 }
 _CXX_NAMES = ("c++", "g++", "clang++")
+
+COMPILER_VARIABLES = bnb_native.COMPILER_VARIABLES
+"""The host compilers a build takes from the environment, as CMake reads them: CC (C), CXX (C++) and
+CUDAHOSTCXX (nvcc's host compiler). A name on PATH or a path; e.g. CXX=g++-11."""
 _VERSION_TIMEOUT_S = 60
 
 
@@ -112,6 +141,19 @@ class Installation:
 
 
 @dataclass(frozen=True)
+class SelectedCompiler:
+    """A compiler the environment selects (CC=..., CXX=..., CUDAHOSTCXX=...)."""
+
+    variable: str
+    value: str  # as given: "g++-11", "/usr/bin/clang++-15"
+    path: str | None  # the program it names on PATH; None when there is none
+    version: str  # the first line of `<path> --version` ("" when it does not answer)
+
+    def describe(self) -> str:
+        return f"{self.variable}={self.value} ({self.path}: {self.version or 'version unknown'})"
+
+
+@dataclass(frozen=True)
 class HostToolchains:
     """Everything detection found; `decide` reads only this."""
 
@@ -126,6 +168,8 @@ class HostToolchains:
     rocm: tuple[Installation, ...] = ()
     oneapi: tuple[Installation, ...] = ()
     zig: str | None = None  # `python3 -m ziglang version` of the interpreter running the steps (cross jobs)
+    cross_gxx: Mapping[str, str] = field(default_factory=dict)  # platform -> <triple>-g++ found on PATH (GCC_CROSS_TARGETS)
+    compilers: tuple[SelectedCompiler, ...] = ()  # what CC, CXX and CUDAHOSTCXX select (COMPILER_VARIABLES), where set
 
     def describe(self) -> list[str]:
         """One line per tool, for the start of a run."""
@@ -135,6 +179,8 @@ class HostToolchains:
         for kind, found in (("CUDA", self.cuda), ("ROCm", self.rocm), ("oneAPI", self.oneapi)):
             lines.append(f"{kind}: {', '.join(i.describe() for i in found) or 'none'}")
         lines.append(f"zig (cross): {'ziglang ' + self.zig if self.zig else 'not installed'}")
+        lines.append(f"cross gcc: {', '.join(f'{p}: {gxx}' for p, gxx in sorted(self.cross_gxx.items())) or 'none'}")
+        lines += [f"selected compiler: {c.describe()}" for c in self.compilers]
         return lines
 
 
@@ -236,11 +282,12 @@ def detect_host(
     python_dir = Path(python).parent
     path = os.pathsep.join([str(python_dir), env.get("PATH", os.defpath)])
     which = _which_in(path)
-    cxx = env.get("CXX") or next((found for name in _CXX_NAMES if (found := which(name))), None)
+    selected = {var: (env[var], which(env[var])) for var in COMPILER_VARIABLES if env.get(var, "").strip()}
+    cxx = selected["CXX"][1] if "CXX" in selected else next((found for name in _CXX_NAMES if (found := which(name))), None)
     zig_argv = [python, "-m", "ziglang", "version"]
     # The version queries are independent: find which ones detection asks (a dry pass answering
     # None), run them at the same time, then detect with their answers.
-    asked: list[tuple[str, ...]] = [tuple(zig_argv)]
+    asked: list[tuple[str, ...]] = [tuple(zig_argv), *((found, "--version") for _, found in selected.values() if found)]
 
     def record(argv: Sequence[str], _env: Mapping[str, str]) -> str | None:
         asked.append(tuple(argv))
@@ -262,6 +309,11 @@ def detect_host(
         rocm=tuple(_detect_rocm(env, which, probe)),
         oneapi=tuple(_detect_oneapi(env, which, probe)),
         zig=parse_zig_version(probe(zig_argv, env) or ""),
+        cross_gxx={p: found for p, (triple, _) in GCC_CROSS_TARGETS.items() if p != platform and (found := which(f"{triple}-g++"))},
+        compilers=tuple(
+            SelectedCompiler(var, value, found, ((probe([found, "--version"], env) or "").strip().splitlines() or [""])[0] if found else "")
+            for var, (value, found) in selected.items()
+        ),
     )
 
 
@@ -298,7 +350,7 @@ def cuda_root_candidates(env: Mapping[str, str], repo: Path, nvcc_on_path: str |
         candidates.append((Path(nvcc_on_path).resolve().parent.parent, "PATH"))
     candidates.append((Path("/usr/local/cuda"), "/usr/local/cuda*"))
     candidates += [(Path(p), "/usr/local/cuda*") for p in sorted(glob.glob("/usr/local/cuda-*"))]
-    candidates.append((repo / CUDA_WHEELS_PREFIX, "tools/install-cuda-wheels.sh"))
+    candidates.append((repo / CUDA_WHEELS_PREFIX, "bnb-ci install-cuda-wheels"))
     return candidates
 
 
@@ -395,19 +447,65 @@ def decide(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
     reason = platform_skip(job, host)
     if reason is None and host.cmake is None:
         reason = f"no cmake on PATH ({host.path}); pip install cmake, or put one on PATH"
+    if reason is None:
+        reason = compiler_skip(job, host)
     if reason is None and host.cxx is None and job.family != "xpu" and job.runner != "cross":
         reason = f"no C++ compiler ({', '.join(_CXX_NAMES)} or $CXX) on PATH ({host.path})"
     if reason is not None:
         return Skip(reason)
+    if gcc_cross_applies(job, host):
+        return _toolchain_file_compilers(_gcc_cross(job, host, base))
     if job.runner == "cross":
-        return _cross(job, host, base)
+        return _toolchain_file_compilers(_cross(job, host, base))
     if job.family == "cpu":
-        return Runnable(dict(base), f"cxx {host.cxx}")
+        return with_selected_compilers(job, host, Runnable(dict(base), f"cxx {host.cxx}"))
     if job.family == "cuda":
-        return _cuda(job, host, base)
+        return with_selected_compilers(job, host, _cuda(job, host, base))
     if job.family == "rocm":
-        return _rocm(job, host, base)
+        return with_selected_compilers(job, host, _rocm(job, host, base))
     return _oneapi(job, host, base)
+
+
+def compiler_variables(job: Job, host: HostToolchains) -> tuple[str, ...]:
+    """The COMPILER_VARIABLES a job's build reads: the host-compiler jobs (CPU with the host's compiler,
+    CUDA, ROCm) read CC and CXX, a CUDA job CUDAHOSTCXX too; a zig or cross gcc job gets its compilers
+    from its toolchain file, an XPU job uses oneAPI's."""
+    if job.runner == "cross" or gcc_cross_applies(job, host) or job.family not in ("cpu", "cuda", "rocm"):
+        return ()
+    return COMPILER_VARIABLES if job.family == "cuda" else tuple(v for v in COMPILER_VARIABLES if v != "CUDAHOSTCXX")
+
+
+def compiler_skip(job: Job, host: HostToolchains) -> str | None:
+    """Why a compiler the environment selects for `job` cannot be used (None when it can)."""
+    wanted = compiler_variables(job, host)
+    for chosen in host.compilers:
+        if chosen.variable in wanted and chosen.path is None:
+            return (
+                f"{chosen.variable}={chosen.value!r} names no program on PATH ({host.path}); set {chosen.variable} to a compiler's "
+                f"name on PATH or its path (e.g. {chosen.variable}={'g++-11' if chosen.variable != 'CC' else 'gcc-11'}), or unset it"
+            )
+    return None
+
+
+def _toolchain_file_compilers(decision: Decision) -> Decision:
+    """A job whose toolchain file names its compilers: without COMPILER_VARIABLES, so they neither
+    reach its build nor its keys."""
+    if not isinstance(decision, Runnable):
+        return decision
+    return Runnable({k: v for k, v in decision.env.items() if k not in COMPILER_VARIABLES}, decision.toolchain, decision.changes)
+
+
+def with_selected_compilers(job: Job, host: HostToolchains, decision: Decision) -> Decision:
+    """`decision` with the compilers the environment selects for `job`: set (as the programs found) for
+    the step, and named with their versions in the toolchain line (so in the job's cache key)."""
+    if not isinstance(decision, Runnable):
+        return decision
+    chosen = [c for c in host.compilers if c.variable in compiler_variables(job, host) and c.path]
+    if not chosen:
+        return decision
+    changes = {**decision.changes, **{c.variable: c.path for c in chosen if c.path}}
+    toolchain = f"{decision.toolchain}; {', '.join(c.describe() for c in chosen)}"
+    return Runnable({**decision.env, **changes}, toolchain, changes)
 
 
 def platform_skip(job: Job, host: HostToolchains) -> str | None:
@@ -416,6 +514,8 @@ def platform_skip(job: Job, host: HostToolchains) -> str | None:
         return cross_skip(job, host)
     if job.platform == host.platform:
         return None
+    if gcc_cross_applies(job, host):
+        return gcc_cross_skip(job, host)
     if job.runner == "native-runner":
         return f"native-runner job for {job.platform}: needs a {OS_TITLE.get(job.os, job.os)} runner"
     return (
@@ -434,6 +534,33 @@ def cross_skip(job: Job, host: HostToolchains) -> str | None:
             f"({host.python_dir}): pip install ziglang (the version pinned in pipeline/step-requirements.txt)"
         )
     return None
+
+
+def gcc_cross_applies(job: Job, host: HostToolchains) -> bool:
+    """Whether `job` is a gcc job (an OpenMP tree's Linux CPU library, planned for its platform's image)
+    of another Linux architecture than this Linux host's: Debian's cross gcc can build it here."""
+    return (job.family == "cpu" and job.toolchain == "gcc" and job.os == "linux" and job.platform in GCC_CROSS_TARGETS
+            and host.platform in GCC_CROSS_TARGETS and job.platform != host.platform)  # fmt: skip
+
+
+def gcc_cross_skip(job: Job, host: HostToolchains) -> str | None:
+    """Why the cross gcc cannot build `job` here (None when it can): the compiler or the sysroot is missing."""
+    triple, debian_arch = GCC_CROSS_TARGETS[job.platform]
+    packages = f"apt-get install g++-{triple} libc6-dev-{debian_arch}-cross"
+    if job.platform not in host.cross_gxx:
+        return (
+            f"{job.platform} job (gcc, the tree uses OpenMP): needs a Linux {job.arch} host, the Dagger engine, "
+            f"or the cross gcc {triple}-g++ on PATH ({host.path}): {packages}"
+        )
+    if not (GCC_CROSS_SYSROOT / triple / "include" / "stdio.h").is_file():
+        return f"{job.platform} job: {triple}-g++ is installed, but the {job.arch} C library to build against is not ({GCC_CROSS_SYSROOT / triple}/include): {packages}"
+    return None
+
+
+def _gcc_cross(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
+    triple, _ = GCC_CROSS_TARGETS[job.platform]
+    env, changes = _with(base, {"CMAKE_TOOLCHAIN_FILE": GCC_CROSS_TOOLCHAIN, "BNB_GCC_CROSS_TRIPLE": triple})
+    return Runnable(env, f"{host.cross_gxx[job.platform]} (cross gcc, sysroot {GCC_CROSS_SYSROOT / triple})", changes)
 
 
 def _cross(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
@@ -478,7 +605,7 @@ def _cuda(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
     if not with_components:
         missing = missing_cuda_components(match.root, job.toolkit_components)
         targets = ", ".join(f"CUDA::{c}" for c in missing)
-        return Skip(f"the tree links {targets}, and the CUDA {wanted} at {match.root} has no {', '.join(missing)}; add it: {CUBLAS_WHEELS_HINT}")
+        return Skip(f"the tree links {targets}, and the CUDA {wanted} at {match.root} has no {', '.join(missing)}; add it: {components_hint(missing)}")
     match = with_components[0]
     env, changes = _with(base, {"CUDACXX": str(match.compiler), "CUDAToolkit_ROOT": str(match.root)}, path_first=[match.root / "bin"])
     return Runnable(env, f"nvcc {match.version} at {match.root}", changes)

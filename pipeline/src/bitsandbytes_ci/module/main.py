@@ -15,7 +15,11 @@ build-* function) fails after all jobs ran, with failures.md as the error messag
 `--keep-going` it returns the Directory even when jobs failed, so `export` writes failures.md next to
 whatever did build; the caller (CI) then fails when dist/failures.md exists. A function that can
 return failures (`--keep-going`) is cached for the session only, so a persistent engine never serves a
-failed result again in a later session.
+failed result again in a later session; that policy covers the call, not its execs, so a try or audit
+that reports a failure is run once more under a new key before it counts (stages/tries.py).
+A step that fails or is killed (exit codes 128-191 raise even with expect=ANY) in any container,
+setup included, becomes a row of failures.md, never an exception that would hide the other results.
+docs/engine-rules.md lists the engine's rules this module relies on, with their sources.
 
 Concurrency: `--jobs N` build jobs at a time (0, the default: as many as the engine's CPUs and memory
 allow, shards.jobs_at_once); each job sizes its compile parallelism to its share of the engine
@@ -37,13 +41,14 @@ from dataclasses import replace
 from typing import Annotated
 
 import dagger
-from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH
+from bnb_build.errors import UsageError
+from bnb_build.inputs import DEFAULT_SOURCE_DATE_EPOCH, check_source_date_epoch
 from bnb_build.resources import available_cpus, available_memory_gb
 from dagger import DefaultPath, Doc, Ignore, Name, function, object_type
 
 from ..core.listing import render_plan
 from ..core.matrix import Matrix, load_matrix
-from ..core.plan import DEFAULT_REPOSITORY_URL, DEFAULT_TAG, Job, Selection, expectations, plan_jobs, plan_wheels
+from ..core.plan import DEFAULT_REPOSITORY_URL, DEFAULT_TAG, Job, Selection, dropped_jobs, expectations, plan_jobs, plan_wheels
 from ..core.shards import IN_CONTAINERS, jobs_at_once
 from ..core.tree import (
     CMAKE_SOURCES,
@@ -59,7 +64,7 @@ from ..core.tree import (
     wanted_files,
 )
 from .stages import fanout, images, packaging, release, tries
-from .stages.common import SOURCE_IGNORE
+from .stages.common import SOURCE_IGNORE, load_step_programs
 from .stages.fanout import BuildFailed
 
 Source = Annotated[
@@ -68,7 +73,10 @@ Source = Annotated[
     Ignore(SOURCE_IGNORE),
     Doc("the repository; each job copies only the files its plan entry names"),
 ]
-Platforms = Annotated[list[str] | None, Doc("platform ids, e.g. linux-aarch64 (default: every Linux container platform)")]
+Platforms = Annotated[
+    list[str] | None,
+    Doc("platform ids, e.g. linux-aarch64 (default: the cross jobs and the container jobs of the engine's own platform, none emulated)"),
+]
 Archs = Annotated[str, Doc('GPU arch list replacing the matrix\'s, e.g. "75;90" or "gfx942" (checked against the toolkit)')]
 Backends = Annotated[list[str] | None, Doc("cpu, cuda, rocm (hip), xpu (default: all)")]
 Versions = Annotated[list[str] | None, Doc("toolkit versions, exact or leading part, e.g. 12.8 (default: all)")]
@@ -93,9 +101,19 @@ def _select(backends: list[str] | None = None, versions: list[str] | None = None
     return Selection(backends=tuple(backends or ()), versions=tuple(versions or ()), platforms=tuple(platforms or ()), archs=archs or None)
 
 
-def _container_jobs(selection: Selection, tree: TreeFacts) -> tuple[Matrix, list[Job]]:
+async def _engine_platform() -> str:
+    """The engine's own platform, e.g. linux/arm64 (a variant such as /v8 dropped)."""
+    return "/".join(str(await dagger.dag.default_platform()).split("/")[:2])
+
+
+async def _container_jobs(selection: Selection, tree: TreeFacts) -> tuple[Matrix, list[Job]]:
     """The selected jobs that build in Linux containers (own image or cross toolchain); naming a platform
-    whose selected jobs all need a native runner is an error."""
+    whose selected jobs all need a native runner is an error.
+
+    With no --platform, only the jobs that run without emulation: the cross jobs (on the engine's own
+    platform, whatever their target) and the container jobs of the engine's platform. A job of another
+    architecture (e.g. the linux/arm64 CUDA builds on an amd64 laptop: hours under QEMU, with known
+    compiler crashes) runs only when its platform is named; CI names it on its native runners."""
     matrix = load_matrix()
     jobs = plan_jobs(matrix, selection, tree)
     container_jobs = [job for job in jobs if job.runner in IN_CONTAINERS]
@@ -106,15 +124,24 @@ def _container_jobs(selection: Selection, tree: TreeFacts) -> tuple[Matrix, list
     if not container_jobs:
         msg = "the selection has no Linux container job; `dagger call plan` lists the jobs and their runners"
         raise ValueError(msg)
-    return matrix, container_jobs
+    if selection.platforms:
+        return matrix, container_jobs
+    engine = await _engine_platform()
+    native = [job for job in container_jobs if job.runner == "cross" or job.dagger_platform == engine]
+    if not native:
+        emulated = sorted({job.platform for job in container_jobs})
+        msg = (f"the selection has no job that builds on the engine's platform {engine} without emulation; "
+               f"name --platform ({', '.join(emulated)}) to build under emulation")  # fmt: skip
+        raise ValueError(msg)
+    return matrix, native
 
 
 def _epoch(value: str) -> str:
-    """A SOURCE_DATE_EPOCH option: whole seconds since 1970-01-01 UTC."""
-    if not value.strip().isdigit():
-        msg = f"--source-date-epoch {value!r} is not a whole number of seconds since 1970-01-01 UTC"
-        raise ValueError(msg)
-    return str(int(value.strip()))
+    """A SOURCE_DATE_EPOCH option: whole seconds since 1970-01-01 UTC that a zip entry can hold (as bnb-ci's)."""
+    try:
+        return check_source_date_epoch(value)
+    except UsageError as e:
+        raise ValueError(str(e)) from None
 
 
 def _limit(jobs: int, planned: list[Job]) -> int:
@@ -130,6 +157,13 @@ def _limit(jobs: int, planned: list[Job]) -> int:
 
 def _python_image(matrix: Matrix) -> str:
     return matrix.pinned(matrix.wheel.image)[0]
+
+
+async def _prepare(source: dagger.Directory) -> TreeFacts:
+    """What every function that runs a step needs first: the step programs (content-hashed, see
+    stages/common.py) and the tree's facts."""
+    await load_step_programs()
+    return await _tree(source)
 
 
 async def _tree(source: dagger.Directory) -> TreeFacts:
@@ -166,7 +200,7 @@ async def _version(source: dagger.Directory, tree: TreeFacts, python_image: str)
 
 
 async def _libraries(selection: Selection, source: dagger.Directory, ccache: dagger.Directory | None, jobs: int) -> dagger.Directory:
-    matrix, planned = _container_jobs(selection, await _tree(source))
+    matrix, planned = await _container_jobs(selection, await _prepare(source))
     outcome = await fanout.build_libraries(planned, source, python_image=_python_image(matrix), seed=ccache, limit=_limit(jobs, planned))
     if outcome.failures:
         raise BuildFailed(fanout.failures_md(outcome.failures))
@@ -183,7 +217,7 @@ class BitsandbytesCi:
         """List the jobs the matrix yields for a selection and the tree in `source` (every platform, with its runner and image)."""
         matrix, tree = load_matrix(), await _tree(source)
         jobs = plan_jobs(matrix, _select(backend, version, platform, archs), tree)
-        return render_plan(format_, matrix, jobs, plan_wheels(matrix, jobs, tree))
+        return render_plan(format_, matrix, jobs, plan_wheels(matrix, jobs, tree), dropped_jobs(matrix, _select(backend, version, platform, archs), tree))
 
     @function
     async def build_cpu(self, source: Source, platform: Platforms = None, ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:
@@ -191,22 +225,22 @@ class BitsandbytesCi:
         return await _libraries(_select(["cpu"], platforms=platform), source, ccache, jobs)
 
     @function
-    async def build_cuda(self, source: Source, cuda_version: Annotated[str, Doc("e.g. 12.8 (default: all)")] = "",
+    async def build_cuda(self, source: Source, cuda_version: Annotated[str | None, Doc("e.g. 12.8 (default: all; an empty value is refused)")] = None,
                          platform: Platforms = None, archs: Archs = "", ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:  # fmt: skip
         """Build the CUDA libraries: <os>/<arch>/libbitsandbytes_cuda<MM>.so (+ build-info.json)."""
-        return await _libraries(_select(["cuda"], [cuda_version] if cuda_version else None, platform, archs), source, ccache, jobs)
+        return await _libraries(_select(["cuda"], [cuda_version] if cuda_version is not None else None, platform, archs), source, ccache, jobs)
 
     @function
-    async def build_rocm(self, source: Source, rocm_version: Annotated[str, Doc("e.g. 7.0 (default: all)")] = "",
+    async def build_rocm(self, source: Source, rocm_version: Annotated[str | None, Doc("e.g. 7.0 (default: all; an empty value is refused)")] = None,
                          platform: Platforms = None, archs: Archs = "", ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:  # fmt: skip
         """Build the ROCm libraries: <os>/<arch>/libbitsandbytes_rocm<MM>.so (+ build-info.json)."""
-        return await _libraries(_select(["rocm"], [rocm_version] if rocm_version else None, platform, archs), source, ccache, jobs)
+        return await _libraries(_select(["rocm"], [rocm_version] if rocm_version is not None else None, platform, archs), source, ccache, jobs)
 
     @function
-    async def build_xpu(self, source: Source, oneapi_version: Annotated[str, Doc("e.g. 2025 (default: all)")] = "",
+    async def build_xpu(self, source: Source, oneapi_version: Annotated[str | None, Doc("e.g. 2025 (default: all; an empty value is refused)")] = None,
                         platform: Platforms = None, ccache: Ccache = None, jobs: Jobs = 0) -> dagger.Directory:  # fmt: skip
         """Build the Intel XPU (SYCL) libraries: <os>/<arch>/libbitsandbytes_xpu<YEAR>.so (+ build-info.json)."""
-        return await _libraries(_select(["xpu"], [oneapi_version] if oneapi_version else None, platform), source, ccache, jobs)
+        return await _libraries(_select(["xpu"], [oneapi_version] if oneapi_version is not None else None, platform), source, ccache, jobs)
 
     @function
     async def build_wheels(self, libs: Annotated[dagger.Directory, Doc("built libraries: <os>/<arch>/libbitsandbytes_*")],
@@ -214,7 +248,7 @@ class BitsandbytesCi:
                            source_date_epoch: SourceDateEpoch = DEFAULT_SOURCE_DATE_EPOCH) -> dagger.Directory:  # fmt: skip
         """Pack one wheel per platform from built libraries (py3-none-<platform tag>); `libs` may hold the
         libraries of native runners too (e.g. Windows CUDA DLLs built with `bnb-ci build-cuda`)."""
-        matrix, tree = load_matrix(), await _tree(source)
+        matrix, tree = load_matrix(), await _prepare(source)
         wheels = plan_wheels(matrix, plan_jobs(matrix, _select(platforms=platform), tree), tree)
         outcome = fanout.Outcome()
         await fanout.build_wheels(wheels, source, libs, outcome, source_date_epoch=_epoch(source_date_epoch))
@@ -231,7 +265,8 @@ class BitsandbytesCi:
         if not names:
             msg = "--wheels holds no wheel (*.whl); build them first (dagger call build-all, or build-wheels)"
             raise ValueError(msg)
-        run = await tries.run(load_matrix(), source, wheels, names, script=(await _tree(source)).config.try_script)
+        tree = await _prepare(source)
+        run = await tries.run(load_matrix(), source, wheels, names, script=tree.config.try_script, tree=tree)
         if run.exit_code != 0 and not keep_going:
             raise BuildFailed(run.report)
         return dagger.dag.directory().with_new_file("tries.md", run.report).file("tries.md")
@@ -240,12 +275,12 @@ class BitsandbytesCi:
     async def audit_wheels(self, wheels: Annotated[dagger.Directory, Doc("folder of .whl files")], source: Source,
                            platform: Platforms = None, archs: Archs = "", keep_going: KeepGoing = False) -> dagger.File:  # fmt: skip
         """Check wheels against the plan (platform tag, libraries, arch lists); returns audit.md."""
-        tree = await _tree(source)
-        matrix, jobs = _container_jobs(_select(platforms=platform, archs=archs), tree)
-        report, exit_code = await fanout.run_audit(_python_image(matrix), source, wheels, expectations(matrix, jobs, tree))
-        if exit_code != 0 and not keep_going:
-            raise BuildFailed(await report.contents())
-        return report
+        tree = await _prepare(source)
+        matrix, jobs = await _container_jobs(_select(platforms=platform, archs=archs), tree)
+        audit = await fanout.run_audit(_python_image(matrix), source, wheels, expectations(matrix, jobs, tree))
+        if audit.exit_code != 0 and not keep_going:
+            raise BuildFailed(await audit.report.contents())
+        return audit.report
 
     @function(cache="session")  # pyright: ignore[reportCallIssue]  # cache= is missing from the SDK's overloads
     async def build_all(self, source: Source, platform: Platforms = None, backend: Backends = None, version: Versions = None,
@@ -255,9 +290,9 @@ class BitsandbytesCi:
         audit.md, manifest.json, summary.md, failures.md when something failed (see the module's notes on
         failures and --keep-going). With --libs, nothing is built: every planned library of every
         platform (native runners' too) is taken from there, as the final CI job does."""
-        selection, tree = _select(backend, version, platform, archs), await _tree(source)
+        selection, tree = _select(backend, version, platform, archs), await _prepare(source)
         if libs is None:
-            matrix, planned = _container_jobs(selection, tree)
+            matrix, planned = await _container_jobs(selection, tree)
         else:
             matrix = load_matrix()
             planned = plan_jobs(matrix, selection, tree)
@@ -278,8 +313,8 @@ class BitsandbytesCi:
         """Build the selection twice (as build-all) and compare every artifact's digest: libraries, wheels,
         audit.md, manifest.json. The second build bypasses the engine's cache for every step (a cache-buster
         variable) and runs without ccache. Returns the report; fails when an artifact differs."""
-        tree = await _tree(source)
-        matrix, planned = _container_jobs(_select(backend, version, platform, archs), tree)
+        tree = await _prepare(source)
+        matrix, planned = await _container_jobs(_select(backend, version, platform, archs), tree)
         image = _python_image(matrix)
         settings = fanout.Settings(python_image=image, version=await _version(source, tree, image), source_date_epoch=_epoch(source_date_epoch),
                                    tree=tree, limit=_limit(jobs, planned))  # fmt: skip
@@ -313,7 +348,7 @@ class BitsandbytesCi:
         """Replace the rolling GitHub pre-release with the wheels (steps `pre-release`, then `github-release`),
         checked against the selection's plan (every platform's wheel with all its libraries, native
         runners' too); returns what was published: renamed wheels, body.md, release.json."""
-        matrix, tree = load_matrix(), await _tree(source)
+        matrix, tree = load_matrix(), await _prepare(source)
         jobs = plan_jobs(matrix, _select(backend, version, platform, archs), tree)
         out = release.pre_release(_python_image(matrix), source, wheels, expectations(matrix, jobs, tree),
                                   token=token, repository=repository, commit=commit, tag=tag)  # fmt: skip
@@ -329,7 +364,7 @@ class BitsandbytesCi:
         """Upload the wheels to the package index (step `bnb_build publish`, files already there are skipped),
         checked against the selection's plan (every platform's wheel with all its libraries); by API token,
         or by trusted publishing when the OIDC secrets are given."""
-        matrix, tree = load_matrix(), await _tree(source)
+        matrix, tree = load_matrix(), await _prepare(source)
         jobs = plan_jobs(matrix, _select(backend, version, platform, archs), tree)
         ctr = release.publish(_python_image(matrix), source, wheels, expectations(matrix, jobs, tree), repository_url=repository_url,
                               token=token, oidc_request_url=oidc_request_url, oidc_request_token=oidc_request_token)  # fmt: skip

@@ -3,10 +3,15 @@
 #
 # - reproducible binaries: the source and build folders are mapped away from file names in the
 #   output (-ffile-prefix-map, or -fmacro-prefix-map/-fdebug-prefix-map where the compiler lacks it;
-#   nvcc hands them to its host compiler), no build id, and release builds drop the static symbol
-#   table (nvcc's temporary file names reach it); the exported symbols stay; and no run path into
-#   this machine's folders (a library goes into a wheel: its dependencies are found where it is
-#   installed, and a build folder in RUNPATH would differ between two builds);
+#   nvcc hands them to its host compiler), no build id, and no run path into this machine's folders
+#   (a library goes into a wheel: its dependencies are found where it is installed, and a build
+#   folder in RUNPATH would differ between two builds);
+# - release builds drop the debug information (--strip-debug) and keep the static symbol table, as
+#   upstream's published libraries do: a crash report and the audit's ISA report name every
+#   function (zig builds: no strip option, see below). A tree's `strip = "all"` passes
+#   -DBNB_PIPELINE_STRIP=all: the static symbol table goes
+#   too (the exported symbols always stay). A target with CUDA sources drops it always: nvcc's
+#   temporary file names (tmpxft_<pid>_...) are file symbols there, different in every build;
 # - nvcc's generated names (relocatable device code: __fatbinwrap_<random>_..., module ids) from a
 #   seed per source file, its path below the source folder (--frandom-seed, where nvcc has it),
 #   instead of random numbers, so two builds give the same bytes;
@@ -15,6 +20,10 @@
 #   has been processed, to <build>/bnb-configure.json.
 include_guard(GLOBAL)
 set(CMAKE_SKIP_BUILD_RPATH ON)
+set(BNB_PIPELINE_STRIP "debug" CACHE STRING "what release builds strip: debug (debug information) or all (the static symbol table too)")
+if(NOT BNB_PIPELINE_STRIP MATCHES "^(debug|all)$")
+  message(FATAL_ERROR "BNB_PIPELINE_STRIP is '${BNB_PIPELINE_STRIP}'; allowed: debug, all")
+endif()
 include(CheckCXXCompilerFlag OPTIONAL RESULT_VARIABLE _bnb_has_check)
 include(CheckLinkerFlag OPTIONAL)
 
@@ -36,9 +45,19 @@ if(CMAKE_CXX_COMPILER_LOADED OR "CXX" IN_LIST _bnb_languages)
     if(BNB_PIPELINE_BUILD_ID_NONE)
       add_link_options("LINKER:--build-id=none")
     endif()
-    check_linker_flag(CXX "LINKER:--strip-all" BNB_PIPELINE_STRIP_ALL)
-    if(BNB_PIPELINE_STRIP_ALL)
-      add_link_options("$<$<CONFIG:Release,MinSizeRel>:LINKER:--strip-all>")
+    if(BNB_PIPELINE_STRIP STREQUAL "all")
+      check_linker_flag(CXX "LINKER:--strip-all" BNB_PIPELINE_STRIP_ALL)
+      set(_bnb_strip_supported "${BNB_PIPELINE_STRIP_ALL}")
+    elseif(BNB_ZIG)
+      # zig's linker drops the symbol table with --strip-debug too; its release builds carry no
+      # debug information to strip (no -g), so they get no strip option.
+      set(_bnb_strip_supported FALSE)
+    else()
+      check_linker_flag(CXX "LINKER:--strip-debug" BNB_PIPELINE_STRIP_DEBUG)
+      set(_bnb_strip_supported "${BNB_PIPELINE_STRIP_DEBUG}")
+    endif()
+    if(_bnb_strip_supported)
+      add_link_options("$<$<CONFIG:Release,MinSizeRel>:LINKER:--strip-${BNB_PIPELINE_STRIP}>")
     endif()
   endif()
 endif()
@@ -62,6 +81,20 @@ function(_bnb_pipeline_cuda_seeds directory)
   endforeach()
 endfunction()
 
+function(_bnb_pipeline_strip_cuda directory)
+  get_property(_targets DIRECTORY "${directory}" PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(_target IN LISTS _targets)
+    get_target_property(_sources ${_target} SOURCES)
+    if(_sources MATCHES "\\.cu(;|$)")
+      set_property(TARGET ${_target} APPEND PROPERTY LINK_OPTIONS "$<$<CONFIG:Release,MinSizeRel>:LINKER:--strip-all>")
+    endif()
+  endforeach()
+  get_property(_subdirectories DIRECTORY "${directory}" PROPERTY SUBDIRECTORIES)
+  foreach(_subdirectory IN LISTS _subdirectories)
+    _bnb_pipeline_strip_cuda("${_subdirectory}")
+  endforeach()
+endfunction()
+
 function(_bnb_pipeline_configure_report)
   set(_asked false)
   set(_found false)
@@ -80,6 +113,9 @@ function(_bnb_pipeline_configure_report)
     check_compiler_flag(CUDA "-frandom-seed=bnb" BNB_PIPELINE_CUDA_RANDOM_SEED)
     if(BNB_PIPELINE_CUDA_RANDOM_SEED)
       _bnb_pipeline_cuda_seeds("${CMAKE_SOURCE_DIR}")
+    endif()
+    if(BNB_PIPELINE_STRIP_DEBUG)
+      _bnb_pipeline_strip_cuda("${CMAKE_SOURCE_DIR}")
     endif()
   endif()
   file(WRITE "${CMAKE_BINARY_DIR}/bnb-configure.json"

@@ -18,11 +18,19 @@ keeps the digest of the whole Directory it copies from, even with `include=`; on
 and `Directory.directory` compute the digest of the subset. So every stage receives its part of the
 source as `source.filter(include=...)` (`filtered`), and an edit elsewhere (README.md, tests/, the
 orchestration package) re-runs nothing that does not read it.
+
+Only a Directory the engine content-hashed keeps a digest through `filter`/`directory`: the
+contextual source (`DefaultPath`) has one, `dag.current_module().source()` has none (the engine
+builds it with `withDirectory`, which sets none, so its key follows every edit of the module's
+folder, main.py included). The step programs and the pins are therefore taken file by file with
+`Directory.file`, which the engine always content-hashes (docs/engine-rules.md).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 
 import dagger
 from dagger import dag
@@ -48,7 +56,7 @@ SOURCE_IGNORE = [
     "**/.venv",
     "**/__pycache__",
     "**/*.pyc",
-    ".pytest_cache",
+    "**/.pytest_cache",
     ".cuda-wheels",
     "build",
     "build-*",
@@ -56,7 +64,11 @@ SOURCE_IGNORE = [
     "dist",
     "out",
     "bnb-out",
-    "*.egg-info",
+    "**/*.egg-info",
+    ".ci/node",
+    "**/.pyright",
+    "**/.mypy_cache",
+    "**/.ruff_cache",
     ".bnb-cache",
     ".ccache",
     "bitsandbytes/libbitsandbytes_*",
@@ -67,13 +79,34 @@ SOURCE_IGNORE = [
     "libs",
     "dist-windows",
 ]
-"""What the source Directory never uploads: VCS data, environments, build outputs, caches."""
+"""What the source Directory never uploads: VCS data, environments, build outputs, caches. The engine
+applies these patterns only (a `DefaultPath` upload reads no .gitignore, docs/engine-rules.md): every
+other file of the folder is uploaded, untracked ones included; no job copies more than its plan entry
+names, so an untracked file changes no step's key unless a job's patterns select it."""
 
 PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore", "PYTHONDONTWRITEBYTECODE": "1"}
 UV_ENV = {"UV_PYTHON_DOWNLOADS": "never", "UV_PYTHON_PREFERENCE": "only-system", "UV_LINK_MODE": "copy"}
 """uv uses the image's own Python and never downloads one."""
 SETUP_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 """Package managers run without prompts (apt's tzdata and friends would otherwise wait for input)."""
+
+
+TAIL_LINES = 30
+
+
+def describe(error: dagger.QueryError) -> str:
+    """A failure's text: the command and exit code of a failed exec plus its output tail."""
+    if isinstance(error, dagger.ExecError):
+        tail = "\n".join((error.stdout + "\n" + error.stderr).strip().splitlines()[-TAIL_LINES:])
+        return f"`{' '.join(error.command)}` exited with {error.exit_code}\n\n```text\n{tail}\n```"
+    return str(error)
+
+
+def rerun_env() -> dict[str, str]:
+    """A variable never used before: set on a step that reported a failure, it makes the engine run
+    the step again instead of answering it from its cache (no function's `cache=` policy reaches the
+    execs, docs/engine-rules.md); the step ignores it."""
+    return {"BNB_RERUN": uuid.uuid4().hex}
 
 
 # ---- cache volumes: the one helper -----------------------------------------------------------------
@@ -177,14 +210,49 @@ def pipeline_source() -> dagger.Directory:
 
 
 def requirements_file() -> dagger.File:
-    """step-requirements.txt, keyed by its own content."""
-    return filtered(pipeline_source(), [REQUIREMENTS_SOURCE]).file(REQUIREMENTS_SOURCE)
+    """step-requirements.txt, keyed by its own content (`Directory.file` is content-hashed)."""
+    return pipeline_source().file(REQUIREMENTS_SOURCE)
+
+
+_STEP_PROGRAMS: ContextVar[dagger.Directory | None] = ContextVar("bnb_step_programs", default=None)
+
+
+def step_files(paths: Sequence[str]) -> list[str]:
+    """The files of the bnb_build package among `paths` (a glob of the module's source), relative to
+    it: no folders, no byte code."""
+    prefix = f"{STEPS_SOURCE}/"
+    found = [p.removeprefix(prefix) for p in paths if p.startswith(prefix) and not p.endswith("/")]
+    return sorted(p for p in found if "__pycache__/" not in p and not p.endswith(".pyc"))
+
+
+async def load_step_programs() -> dagger.Directory:
+    """The bnb_build package as a Directory of content-hashed files (one `Directory.file` each), so a
+    step's key follows the step programs only; every function calls this before it builds a
+    container (`with_steps` uses it)."""
+    source = pipeline_source()
+    names = step_files(await source.glob(f"{STEPS_SOURCE}/**/*"))
+    if "__main__.py" not in names:
+        msg = f"the module's source has no {STEPS_SOURCE}/__main__.py: the step programs are missing"
+        raise RuntimeError(msg)
+    steps = dag.directory()
+    for name in names:
+        steps = steps.with_file(name, source.file(f"{STEPS_SOURCE}/{name}"))
+    _STEP_PROGRAMS.set(steps)
+    return steps
+
+
+def step_programs() -> dagger.Directory:
+    steps = _STEP_PROGRAMS.get()
+    if steps is None:
+        msg = "the step programs are not loaded: call `await load_step_programs()` first"
+        raise RuntimeError(msg)
+    return steps
 
 
 def with_steps(ctr: dagger.Container) -> dagger.Container:
     """The bnb_build package of the module, importable as `python3 -m bnb_build`."""
     return (
-        ctr.with_directory(f"{STEPS_PATH}/bnb_build", pipeline_source().directory(STEPS_SOURCE))
+        ctr.with_directory(f"{STEPS_PATH}/bnb_build", step_programs())
         .with_env_variable("PYTHONPATH", STEPS_PATH)
         .with_env_variable("PYTHONDONTWRITEBYTECODE", "1")
         .with_workdir(WORK)

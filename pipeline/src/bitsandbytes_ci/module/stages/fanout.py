@@ -39,9 +39,7 @@ from ...core.results import JobResult
 from ...core.summary import render_summary_md
 from ...core.tree import DEFAULT_TREE, TreeFacts
 from . import native, packaging, tries
-from .common import filtered
-
-TAIL_LINES = 30
+from .common import TAIL_LINES, describe, filtered, rerun_env
 
 
 class BuildFailed(Exception):
@@ -55,14 +53,6 @@ class Outcome:
     outputs: dict[str, dagger.Directory] = field(default_factory=dict)
     ccache: dict[str, dagger.Directory] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
-
-
-def describe(error: dagger.QueryError) -> str:
-    """A failure's text: the command and exit code of a failed exec plus its output tail."""
-    if isinstance(error, dagger.ExecError):
-        tail = "\n".join((error.stdout + "\n" + error.stderr).strip().splitlines()[-TAIL_LINES:])
-        return f"`{' '.join(error.command)}` exited with {error.exit_code}\n\n```text\n{tail}\n```"
-    return str(error)
 
 
 async def collect(outcome: Outcome, key: str, work: Callable[[], Awaitable[None]]) -> None:
@@ -131,10 +121,38 @@ async def build_wheels(wheels: Sequence[WheelJob], source: dagger.Directory, lib
             tg.start_soon(collect, outcome, job.id, functools.partial(one, job))
 
 
+@dataclass(frozen=True)
+class AuditRun:
+    """audit.md, the audit's exit code, and the container's failure when it failed before reporting."""
+
+    report: dagger.File
+    exit_code: int
+    error: str = ""
+
+    def failure(self) -> str:
+        """failures.md's text for a failed audit."""
+        return f"the audit step exited with {self.exit_code}: see audit.md" + (f"\n\n{self.error}" if self.error else "")
+
+
 async def run_audit(image: str, source: dagger.Directory, wheels: dagger.Directory, expected: dict[str, Any],
-                    fresh: Mapping[str, str] | None = None) -> tuple[dagger.File, int]:  # fmt: skip
-    ctr = await packaging.audit(image, source, wheels, expected, fresh).sync()
-    return ctr.file(packaging.REPORT), await ctr.exit_code()
+                    fresh: Mapping[str, str] | None = None) -> AuditRun:  # fmt: skip
+    """The audit over `wheels`. A failed tool install or a killed step (exit codes 128-191 raise even
+    with expect=ANY) is reported in audit.md, not raised; a failure is checked by one more run with
+    `rerun_env` (the engine would answer a failed run from its cache in later sessions)."""
+
+    async def attempt(variables: Mapping[str, str] | None) -> AuditRun:
+        try:
+            ctr = await packaging.audit(image, source, wheels, expected, variables).sync()
+            return AuditRun(await ctr.file(packaging.REPORT).sync(), await ctr.exit_code())
+        except dagger.QueryError as e:
+            code = (e.exit_code if isinstance(e, dagger.ExecError) else 1) or 1
+            error = f"the audit container failed: {describe(e)}"
+            return AuditRun(dag.file("audit.md", f"# Audit\n\n{error}\n"), code, error)
+
+    run = await attempt(fresh)
+    if run.exit_code != 0 and not fresh:
+        run = await attempt(rerun_env())
+    return run
 
 
 def failures_md(failures: dict[str, str]) -> str:
@@ -206,20 +224,25 @@ async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJ
     complete = [w for w in wheels if all(i in outcome.outputs for i in w.build_job_ids)]
     await build_wheels(complete, source, built, outcome, source_date_epoch=settings.source_date_epoch, fresh=fresh)
     packed = [w for w in complete if w.id in outcome.outputs]
-    result = dag.directory().with_directory("libs", built).with_directory("wheels", merge(outcome.outputs, [w.id for w in packed]))
+    # the wheels as packed: the try and audit steps take this Directory, never `result`'s subfolder
+    # (a Directory built here has no content digest, so a subfolder of `result` would carry tries.md
+    # into the audit's key)
+    packed_wheels = merge(outcome.outputs, [w.id for w in packed])
+    result = dag.directory().with_directory("libs", built).with_directory("wheels", packed_wheels)
     try_exit: int | None = None
     audit_exit: int | None = None
     if packed:
         names = [name for w in packed for name in await outcome.outputs[w.id].entries() if name.endswith(".whl")]
-        tried = await tries.run(matrix, source, result.directory("wheels"), names, script=settings.tree.config.try_script, fresh=fresh)
+        tried = await tries.run(matrix, source, packed_wheels, names, script=settings.tree.config.try_script, fresh=fresh, tree=settings.tree)
         result, try_exit = result.with_new_file("tries.md", tried.report), tried.exit_code
         if try_exit != 0:
-            outcome.failures["try"] = f"the try step exited with {try_exit}: see tries.md"
+            failed = [f"- `{t.wheel}`: {t.detail}" for t in tried.tries if t.status == "failed"]
+            outcome.failures["try"] = "\n".join([f"the try step exited with {try_exit}: see tries.md", "", *failed])
         audited = [job for job in jobs if any(job.platform == w.platform for w in packed)]
-        report, audit_exit = await run_audit(settings.python_image, source, result.directory("wheels"), expectations(matrix, audited, settings.tree), fresh)
-        result = result.with_file("audit.md", report)
+        audit = await run_audit(settings.python_image, source, packed_wheels, expectations(matrix, audited, settings.tree), fresh)
+        result, audit_exit = result.with_file("audit.md", audit.report), audit.exit_code
         if audit_exit != 0:
-            outcome.failures["audit"] = f"the audit step exited with {audit_exit}: see audit.md"
+            outcome.failures["audit"] = audit.failure()
     for w in wheels:
         if w not in complete:
             outcome.failures.setdefault(w.id, "not packed: a library of this platform failed to build")
@@ -227,7 +250,10 @@ async def build_all(matrix: Matrix, jobs: Sequence[Job], wheels: Sequence[WheelJ
         result = result.with_directory("ccache", merge(outcome.ccache, [job.id for job in jobs]))
     document = await jobs_document(jobs, wheels, outcome, {"try": try_exit, "audit": audit_exit},
                                    version=settings.version, source_date_epoch=settings.source_date_epoch)  # fmt: skip
-    result = result.with_file("manifest.json", packaging.manifest(settings.python_image, source, result, document, fresh))
+    try:
+        result = result.with_file("manifest.json", await packaging.manifest(settings.python_image, source, result, document, fresh).sync())
+    except dagger.QueryError as e:
+        outcome.failures["manifest"] = describe(e)
     summary = render_summary_md(job_results(document, outcome.failures), title="dagger call build-all", out_dir=None,
                                 audit_report=await result.file("audit.md").contents() if audit_exit is not None else None)  # fmt: skip
     result = result.with_new_file("summary.md", summary)

@@ -7,7 +7,8 @@ env; the job's ccache volume; the job's source subset at /work/src; how many job
 `Job.native_argv()`.
 
 Cross jobs (runner "cross", e.g. the zig CPU builds for Windows, macOS and Linux): the toolchain's
-Python image on its platform (linux/amd64 for every target: no emulation), the image's python3 with
+Python image on the engine's own platform (amd64 or arm64, for every target: no emulation; the
+matrix's `dagger_platform` of the toolchain is only where CI runs it), the image's python3 with
 the pinned cmake, ninja, ccache and ziglang, zig's global cache in a volume of its own (it holds the
 libc/libc++ zig builds once per target), the job's ccache volume, the source subset, the same argv.
 """
@@ -64,10 +65,17 @@ def with_ccache(ctr: dagger.Container, job: Job, seed: dagger.Directory | None) 
     return with_env(ctr, {"CCACHE_DIR": f"{CCACHE_MOUNT}/{job.id}", "CCACHE_MAXSIZE": CCACHE_MAXSIZE})
 
 
+VOLATILE_RESOURCES = ("BNB_CONCURRENT_JOBS",)
+"""The resource variables set as volatile (kept out of the cache key). The engine holds one value per
+session and name, the last one written (docs/engine-rules.md), so only a value that is the same for
+every job of one fan-out may be volatile: how many jobs share the engine is. What one compile takes
+(BNB_COMPILE_MEMORY_GB) differs between families and is an ordinary variable (a constant of the job)."""
+
+
 def with_resources(ctr: dagger.Container, job: Job, concurrent_jobs: int) -> dagger.Container:
-    """The variables the native step sizes its compile parallelism from (volatile: not in the cache key)."""
-    for name, value in job.step_resources_env(concurrent_jobs).items():
-        ctr = ctr.with_volatile_variable(name, value)
+    """The variables the native step sizes its compile parallelism from."""
+    for name, value in sorted(job.step_resources_env(concurrent_jobs).items()):
+        ctr = ctr.with_volatile_variable(name, value) if name in VOLATILE_RESOURCES else ctr.with_env_variable(name, value)
     return ctr
 
 
@@ -77,7 +85,8 @@ def cross_container(job: Job, source: dagger.Directory, *, seed: dagger.Director
     if job.image is None or job.toolchain not in CROSS_TOOLS:
         msg = f"{job.id} names no cross toolchain this module knows ({', '.join(CROSS_TOOLS)})"
         raise ValueError(msg)
-    ctr = with_image_tools(base(job.image, job.dagger_platform), (*TOOLS, *CROSS_TOOLS[job.toolchain]))
+    # the engine's own platform: the toolchain's output does not depend on the host it runs on
+    ctr = with_image_tools(base(job.image, None), (*TOOLS, *CROSS_TOOLS[job.toolchain]))
     ctr = with_env(with_caches(ctr, {ZIG_CACHE_MOUNT: ZIG_CACHE_KEY}), {"ZIG_GLOBAL_CACHE_DIR": ZIG_CACHE_MOUNT})
     ctr = with_resources(with_ccache(with_steps(ctr), job, seed), job, concurrent_jobs)
     return with_env(source_subset(ctr, source, job.all_sources), fresh or {}).with_exec(job.native_argv())

