@@ -96,11 +96,11 @@ def test_the_installed_pipeline_builds_a_tree_from_another_folder(installed: tup
     elsewhere.mkdir(parents=True)
     out = tmp_path / "out"
     done = run([venv / "bin" / "bnb-ci", "build-all", "--source", tree, "--out", out, *SELECTION], cwd=elsewhere, env=env)
-    assert (out / "manifest.json").is_file(), done.stdout[-6000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     jobs = {j["id"]: j for j in json.loads((out / "manifest.json").read_text())["jobs"]}
-    for job_id in ("cpu-linux-x86_64", "wheel-linux-x86_64", "try"):
+    for job_id in ("cpu-linux-x86_64", "wheel-linux-x86_64", "try", "audit"):
         assert jobs[job_id]["status"] == "built", (jobs[job_id], done.stdout[-4000:])
-    assert jobs["audit"]["status"] in ("built", "failed") and (out / "audit.md").is_file(), "audited (its verdict is the audit's tests' business)"
+    assert "Result: **PASS**" in (out / "audit.md").read_text()
     [wheel] = sorted((out / "wheels").glob("*.whl"))
     assert wheel.name.startswith(f"bitsandbytes-{UPSTREAM_VERSION}-py3-none-manylinux_")
     with zipfile.ZipFile(wheel) as z:
@@ -112,7 +112,7 @@ def test_the_installed_pipeline_builds_a_tree_from_another_folder(installed: tup
 
     # Again: the wheel is unchanged and so is its kept try environment; the try that passed is not redone.
     again = run([venv / "bin" / "bnb-ci", "build-all", "--source", tree, "--out", tmp_path / "out-again", *SELECTION], cwd=elsewhere, env=env)
-    assert again.returncode == done.returncode, again.stdout[-6000:] + again.stderr[-3000:]
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
     assert "[try] cached" in again.stdout and "[wheel-linux-x86_64] cached" in again.stdout
     [stamp] = list(Path(env["XDG_CACHE_HOME"]).glob("**/try-envs/*/bnb-try-env.json"))
     assert json.loads(stamp.read_text())["tried"] == ["bitsandbytes"]

@@ -39,6 +39,22 @@ QEMU_BINARY: Dict[str, str] = {"x86_64": "qemu-x86_64-static", "x64": "qemu-x86_
 """A platform's arch -> Debian's user-mode emulator for it (package qemu-user-static)."""
 
 
+EXTENSIONS: Dict[str, Tuple[str, ...]] = {
+    # iced-x86 CpuidFeature names. x86-64: the psABI baseline and what every x86-64 CPU decodes
+    # (multi-byte NOPs; ENDBR64 of CET_IBT and PAUSE are NOPs on CPUs without them).
+    "x86-64": ("INTEL8086", "INTEL186", "INTEL286", "INTEL386", "INTEL486", "X64", "CMOV", "CX8", "CPUID", "TSC",
+               "FPU", "FPU287", "FPU387", "MMX", "SSE", "SSE2", "FXSR", "SYSCALL", "SEP", "CLFSH", "PAUSE",
+               "MULTIBYTENOP", "CET_IBT"),
+    "x86-64-v2": ("CMPXCHG16B", "POPCNT", "SSE3", "SSSE3", "SSE4_1", "SSE4_2"),
+    "x86-64-v3": ("AVX", "AVX2", "BMI1", "BMI2", "F16C", "FMA", "LZCNT", "MOVBE", "XSAVE"),
+    "x86-64-v4": ("AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL"),
+    # capstone ARM64_GRP_* names (the instruction groups that name an extension).
+    "armv8-a": ("INT", "FPARMV8", "NEON"),
+    "armv8.2-a": ("V8_1A", "LSE", "RDM", "CRC", "FULLFP16", "DOTPROD"),
+}  # fmt: skip
+"""A CPU level -> the extensions it adds to the level before it (the first: what every CPU of the arch has)."""
+
+
 def check_level(arch: str, level: str) -> str:
     """`level` when it is a level of `arch`; otherwise ValueError naming both and the allowed levels."""
     allowed = LEVELS_BY_ARCH.get(arch)

@@ -12,7 +12,7 @@ or a PE DLL and says, per instruction, which CPU extensions it needs:
   or SVE: those pass unseen, so an arm64 report is a lower bound.
 
 lief (pinned like both in pipeline/step-requirements.txt) reads the files. Each extension belongs to
-the first level that includes it (``EXTENSIONS``); one no level includes is above every floor.
+the first level that includes it (``cpu_levels.EXTENSIONS``); one no level includes is above every floor.
 
 *Load-time code* is what runs while the library loads, before it can check the CPU: the functions
 of ``.preinit_array``, ``.init_array`` and ``.ctors``, ``DT_INIT`` (ELF); the entry point (the C
@@ -38,23 +38,7 @@ from .binfmt import load_lief, unnamed_values
 from .errors import InputError, ToolNotFound
 
 # ----------------------------------------------------------------------------------------------
-# Data: the extensions each level adds, in the disassemblers' names
-
-
-EXTENSIONS: Mapping[str, Tuple[str, ...]] = {
-    # iced-x86 CpuidFeature names. x86-64: the psABI baseline and what every x86-64 CPU decodes
-    # (multi-byte NOPs; ENDBR64 of CET_IBT and PAUSE are NOPs on CPUs without them).
-    "x86-64": ("INTEL8086", "INTEL186", "INTEL286", "INTEL386", "INTEL486", "X64", "CMOV", "CX8", "CPUID", "TSC",
-               "FPU", "FPU287", "FPU387", "MMX", "SSE", "SSE2", "FXSR", "SYSCALL", "SEP", "CLFSH", "PAUSE",
-               "MULTIBYTENOP", "CET_IBT"),
-    "x86-64-v2": ("CMPXCHG16B", "POPCNT", "SSE3", "SSSE3", "SSE4_1", "SSE4_2"),
-    "x86-64-v3": ("AVX", "AVX2", "BMI1", "BMI2", "F16C", "FMA", "LZCNT", "MOVBE", "XSAVE"),
-    "x86-64-v4": ("AVX512F", "AVX512BW", "AVX512CD", "AVX512DQ", "AVX512VL"),
-    # capstone ARM64_GRP_* names (the instruction groups that name an extension).
-    "armv8-a": ("INT", "FPARMV8", "NEON"),
-    "armv8.2-a": ("V8_1A", "LSE", "RDM", "CRC", "FULLFP16", "DOTPROD"),
-}  # fmt: skip
-"""A CPU level -> the extensions it adds to the level before it (the first: what every CPU of the arch has)."""
+# Data (the extensions each level adds: cpu_levels.EXTENSIONS)
 
 AARCH64_HINT_SPACE_PAC = frozenset(
     ("paciasp", "autiasp", "pacibsp", "autibsp", "paciaz", "autiaz", "pacibz", "autibz", "pacia1716", "autia1716",
@@ -75,7 +59,7 @@ def _level_of() -> Dict[Tuple[str, str], int]:
     table: Dict[Tuple[str, str], int] = {}
     for arch, levels in _LEVELS.items():
         for index, level in enumerate(levels):
-            for extension in EXTENSIONS[level]:
+            for extension in cpu_levels.EXTENSIONS[level]:
                 table[(arch, extension)] = index
     return table
 
@@ -444,7 +428,7 @@ class _Arm64Decoder:
         return _Decoded(Instruction(ins.address, mnemonic, extensions), 4, flow, target)
 
 
-_BASELINE = frozenset((arch, e) for arch, levels in _LEVELS.items() for e in EXTENSIONS[levels[0]])
+_BASELINE = frozenset((arch, e) for arch, levels in _LEVELS.items() for e in cpu_levels.EXTENSIONS[levels[0]])
 
 
 def _missing(package: str) -> str:
