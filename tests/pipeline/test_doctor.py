@@ -63,7 +63,7 @@ def test_diagnose_is_pure_and_names_hints_for_missing_tools() -> None:
     host = fake_host()
     rows = {r.toolkit: r for r in doctor.diagnose(jobs, host, {"PATH": "/usr/bin"}, extras)}
     assert rows["nvcc 13.0"].enables == ("cuda130-linux-x86_64",) and rows["nvcc 13.0"].hint == ""
-    assert rows["ninja"].hint == "pip install ninja" and rows["ccache"].hint == "apt-get install ccache"
+    assert rows["ninja"].hint.startswith("install the pipeline with its host extra, e.g. pip install './pipeline[host]'") and rows["ccache"].hint == "apt-get install ccache"
     assert rows["dagger CLI"].hint.startswith("curl -fsSL https://dl.dagger.io/dagger/install.sh")
     assert rows["dagger CLI"].would_enable and rows["dagger CLI"].enables[0].endswith("Linux container job(s) through `dagger call build-all`")
     assert "start Docker" in rows["dagger engine"].hint

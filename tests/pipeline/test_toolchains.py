@@ -179,7 +179,7 @@ def test_cross_jobs_run_on_any_host_with_zig(job_id: str, host_platform: str) ->
     without = fake_host(platform=host_platform)
     assert decide(job(job_id), without, base(without)) == Skip(
         f"cross job for {job(job_id).platform}: needs zig for the Python running bnb-ci ({without.python_dir}): "
-        "pip install ziglang (the version pinned in pipeline/step-requirements.txt)"
+        "install the pipeline with its host extra, e.g. pip install './pipeline[host]' (the step tools at their pinned versions)"
     )
 
 

@@ -35,6 +35,7 @@ from ..core.plan import Job
 from ..core.versions import sort_versions
 from .local import step_pythonpath
 from .toolchains import (
+    HOST_EXTRA_HINT,
     HostToolchains,
     Installation,
     Runnable,
@@ -191,10 +192,10 @@ def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str],
     host_compiled = tuple(j.id for j in jobs if compiler_variables(j, host) and (j.id in runnable or not host.cxx))
     selected = "; ".join(c.describe() if c.path else f"{c.variable}={c.value} names no program on PATH" for c in host.compilers)
     rows = [
-        Row("cmake", host.cmake or "", ("every job on this host",) if host.cmake else (), "" if host.cmake else "pip install cmake (or apt-get install cmake)"),
+        Row("cmake", host.cmake or "", ("every job on this host",) if host.cmake else (), "" if host.cmake else f"{HOST_EXTRA_HINT} (or apt-get install cmake)"),
         Row("C++ compiler", f"{host.cxx or ''}{' (' + selected + ')' if selected and host.cxx else selected}", host_compiled,
             "" if host.cxx else "apt-get install g++ (or set CXX, e.g. CXX=g++-11)", would_enable=not host.cxx),
-        Row("ninja", host.ninja or "", ("faster builds (optional)",), "" if host.ninja else "pip install ninja"),
+        Row("ninja", host.ninja or "", ("faster builds (optional)",), "" if host.ninja else HOST_EXTRA_HINT),
         Row("ccache", host.ccache or "", ("faster rebuilds (optional)",), "" if host.ccache else "apt-get install ccache"),
     ]
     rows += _toolkit_rows("cuda", "nvcc", host.cuda, jobs, runnable, here, _major_minor, CUDA_HINT)
@@ -211,7 +212,7 @@ def diagnose(jobs: Sequence[Job], host: HostToolchains, base: Mapping[str, str],
     windows_wheels = ("the try of windows-x64 wheels (with BNB_WINE_PYTHON)",) if any(j.platform == "windows-x64" for j in jobs) else ()
     for tool, purpose, enabled, hint in (
         (extras.cross_gxx, "cross, linux-aarch64", gcc_cross, "apt-get install g++-aarch64-linux-gnu libc6-dev-arm64-cross"),
-        (extras.zig, "cross: CPU libraries of other platforms", zig_jobs, "pip install ziglang"),
+        (extras.zig, "cross: CPU libraries of other platforms", zig_jobs, HOST_EXTRA_HINT),
         (extras.wine, "tries windows-x64 wheels; no build needs it", windows_wheels, "apt-get install wine64"),
         (extras.qemu, "runs linux-aarch64 binaries", aarch64, "apt-get install qemu-user-static"),
     ):

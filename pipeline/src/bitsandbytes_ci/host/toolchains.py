@@ -61,6 +61,9 @@ libraries) of another Linux architecture build with <triple>-g++ and the sysroot
 GCC_CROSS_SYSROOT = Path("/usr")
 """The pipeline's CMake toolchain file for Debian's ROCm packages (it ships with the step programs)."""
 
+HOST_EXTRA_HINT = "install the pipeline with its host extra, e.g. pip install './pipeline[host]' (the step tools at their pinned versions)"
+"""What brings the tools the steps run (cmake, ninja, ziglang, ...) where a plain install lacks them."""
+
 CUDA_COMPONENT_FILES = {
     "cublas": ("cublas_v2.h", "cublas"),
     "cublasLt": ("cublasLt.h", "cublasLt"),
@@ -446,7 +449,7 @@ def decide(job: Job, host: HostToolchains, base: Mapping[str, str]) -> Decision:
     """Whether this host can run `job`, and with which environment (`base` from `step_environment`)."""
     reason = platform_skip(job, host)
     if reason is None and host.cmake is None:
-        reason = f"no cmake on PATH ({host.path}); pip install cmake, or put one on PATH"
+        reason = f"no cmake on PATH ({host.path}); {HOST_EXTRA_HINT}, or put one on PATH"
     if reason is None:
         reason = compiler_skip(job, host)
     if reason is None and host.cxx is None and job.family != "xpu" and job.runner != "cross":
@@ -531,7 +534,7 @@ def cross_skip(job: Job, host: HostToolchains) -> str | None:
     if host.zig is None:
         return (
             f"cross job for {job.platform}: needs zig for the Python running bnb-ci "
-            f"({host.python_dir}): pip install ziglang (the version pinned in pipeline/step-requirements.txt)"
+            f"({host.python_dir}): {HOST_EXTRA_HINT}"
         )
     return None
 
